@@ -1,0 +1,153 @@
+"""The transformers backend (CPU and GPU): batched generation with left padding, and answer scoring."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult
+
+
+class RowTemperature:
+    """Logits processor dividing each row's scores by its own temperature.
+
+    It lets one `generate` call serve entries of the same policy with different temperatures.
+    """
+
+    def __init__(self, temperatures: Sequence[float], device: torch.device) -> None:
+        self.t = torch.tensor(list(temperatures), dtype=torch.float32, device=device).unsqueeze(1)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores / self.t.to(scores.dtype)
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} asked for, but torch sees no CUDA GPU; use device: cpu")
+    return device
+
+
+class TransformersBackend:
+    """A causal LM from a local folder, driven through `model.generate`."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "auto",
+        dtype: str = "auto",
+        threads: int | None = None,
+        name: str | None = None,
+        model=None,
+        tokenizer=None,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = pick_device(device)
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        start = time.perf_counter()
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path))
+        self.model = model or AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        self.model.to(self.device).eval()
+        self.load_seconds = time.perf_counter() - start
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.name = name or Path(str(path)).name
+        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.eos_ids = self._eos_ids()
+
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted(set(int(i) for i in ids))
+
+    def render(self, messages, prefix: str = "", generation_prompt: bool = True) -> str:
+        chat = [{"role": r, "content": c} for r, c in messages]
+        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt) + prefix
+
+    def _encode(self, prompts: list[str]) -> dict:
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        """One `generate` call per group of requests sharing top_p, max_new_tokens and greediness."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, r in enumerate(requests):
+            s = r.sampling
+            groups[(s.temperature == 0, s.top_p, s.max_new_tokens)].append(i)
+        results: list[GenResult | None] = [None] * len(requests)
+        for (greedy, top_p, max_new), rows in groups.items():
+            out = self._generate_group([requests[i] for i in rows], greedy, top_p, max_new)
+            for i, res in zip(rows, out):
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    def _generate_group(self, reqs: list[GenRequest], greedy: bool, top_p: float, max_new: int) -> list[GenResult]:
+        from transformers import LogitsProcessorList
+
+        batch = self._encode([self.render(r.messages) for r in reqs])
+        kwargs: dict = {"max_new_tokens": max_new, "pad_token_id": self.tokenizer.pad_token_id}
+        if greedy:
+            kwargs.update(do_sample=False)
+        else:
+            torch.manual_seed(reqs[0].seed)
+            temps = [r.sampling.temperature for r in reqs]
+            kwargs.update(
+                do_sample=True,
+                temperature=1.0,
+                top_p=top_p,
+                top_k=0,
+                logits_processor=LogitsProcessorList([RowTemperature(temps, self.model.device)]),
+            )
+        out = self.model.generate(**batch, **kwargs)
+        new = out[:, batch["input_ids"].shape[1] :].tolist()
+        return [self._result(row, max_new) for row in new]
+
+    def _result(self, row: list[int], max_new: int) -> GenResult:
+        n = len(row)
+        for j, tok in enumerate(row):
+            if tok in self.eos_ids:
+                n = j
+                break
+        text = self.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+        return GenResult(text=text, n_tokens=n, hit_limit=n >= max_new)
+
+    @torch.inference_mode()
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Log-probabilities of each candidate's first token right after the assistant prefix."""
+        prompts = [self.render(r.messages, prefix=r.prefix) for r in requests]
+        batch = self._encode(prompts)
+        logits = self.model(**batch).logits[:, -1, :].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        results = []
+        for i, r in enumerate(requests):
+            ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in r.candidates]
+            values = tuple(float(logp[i, t]) for t in ids)
+            top = torch.topk(logp[i], 5)
+            tops = tuple((self.tokenizer.decode([int(t)]), round(float(v), 4)) for v, t in zip(top.values, top.indices))
+            results.append(ScoreResult(logprobs=values, top=tops))
+        return results
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def truncate_tokens(self, text: str, max_tokens: int) -> str:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+        return self.tokenizer.decode(ids)
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)

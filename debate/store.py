@@ -1,0 +1,179 @@
+"""The store: one SQLite database (WAL mode) per results folder; every record is written as it exists.
+
+Writes are idempotent: ids are deterministic and rows are inserted with `INSERT OR IGNORE`, so a
+resumed run never writes a row twice. WAL lets the tournament runner and a browser server write at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Iterable, Optional
+
+from debate.records import Question, RunInfo, Speech, Transcript, Verdict, from_json, to_json
+
+DB_NAME = "debate.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  name TEXT PRIMARY KEY, kind TEXT NOT NULL, config TEXT NOT NULL, created REAL NOT NULL, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS questions (
+  run TEXT NOT NULL, id TEXT NOT NULL, json TEXT NOT NULL, PRIMARY KEY (run, id));
+CREATE TABLE IF NOT EXISTS transcripts (
+  id TEXT PRIMARY KEY, run TEXT NOT NULL, match TEXT NOT NULL, question_id TEXT NOT NULL,
+  protocol TEXT NOT NULL, status TEXT NOT NULL, error TEXT, json TEXT NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS transcripts_run ON transcripts (run);
+CREATE TABLE IF NOT EXISTS speeches (
+  transcript_id TEXT NOT NULL, idx INTEGER NOT NULL, json TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (transcript_id, idx));
+CREATE TABLE IF NOT EXISTS verdicts (
+  id TEXT PRIMARY KEY, run TEXT NOT NULL, transcript_id TEXT NOT NULL, judge TEXT NOT NULL,
+  p_answer0 REAL, winner INTEGER, error TEXT, json TEXT NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS verdicts_run ON verdicts (run);
+"""
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class Store:
+    """A results folder's database. Safe to share between threads (one connection per thread)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / DB_NAME
+        self._local = threading.local()
+        with self._conn() as c:
+            c.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = conn
+        return conn
+
+    def _write(self, sql: str, rows: Iterable[tuple]) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(sql, list(rows))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # runs
+    def add_run(self, run: RunInfo) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO runs (name, kind, config, created, json) VALUES (?, ?, ?, ?, ?)",
+            [(run.name, run.kind, run.config, run.created, to_json(run))],
+        )
+
+    def run(self, name: str) -> RunInfo:
+        row = self._conn().execute("SELECT json FROM runs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            known = ", ".join(r.name for r in self.runs()) or "none"
+            raise StoreError(f"no run named {name!r} in {self.path}; runs stored: {known}")
+        return from_json(RunInfo, row[0])
+
+    def runs(self) -> list[RunInfo]:
+        rows = self._conn().execute("SELECT json FROM runs ORDER BY created").fetchall()
+        return [from_json(RunInfo, r[0]) for r in rows]
+
+    # questions
+    def add_questions(self, run: str, questions: Iterable[Question]) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO questions (run, id, json) VALUES (?, ?, ?)",
+            [(run, q.id, to_json(q)) for q in questions],
+        )
+
+    def questions(self, run: str) -> dict[str, Question]:
+        rows = self._conn().execute("SELECT json FROM questions WHERE run = ?", (run,)).fetchall()
+        return {q.id: q for q in (from_json(Question, r[0]) for r in rows)}
+
+    # transcripts and speeches
+    def add_transcripts(self, transcripts: Iterable[Transcript]) -> None:
+        now = time.time()
+        self._write(
+            "INSERT OR IGNORE INTO transcripts (id, run, match, question_id, protocol, status, error, json, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(t.id, t.run, t.match, t.question_id, t.protocol, t.status, t.error, to_json(_header(t)), now) for t in transcripts],
+        )
+
+    def update_transcript(self, t: Transcript) -> None:
+        """Record a transcript's status (complete, failed), error and warnings."""
+        self._write(
+            "UPDATE transcripts SET status = ?, error = ?, json = ?, updated = ? WHERE id = ?",
+            [(t.status, t.error, to_json(_header(t)), time.time(), t.id)],
+        )
+
+    def add_speeches(self, speeches: Iterable[Speech]) -> None:
+        now = time.time()
+        self._write(
+            "INSERT OR IGNORE INTO speeches (transcript_id, idx, json, created) VALUES (?, ?, ?, ?)",
+            [(s.transcript_id, s.index, to_json(s), now) for s in speeches],
+        )
+
+    def transcripts(self, run: str, status: Optional[str] = None) -> list[Transcript]:
+        """The run's transcripts with their speeches attached, in a stable order."""
+        sql = "SELECT json FROM transcripts WHERE run = ?" + (" AND status = ?" if status else "") + " ORDER BY id"
+        args = (run, status) if status else (run,)
+        headers = [from_json(Transcript, r[0]) for r in self._conn().execute(sql, args).fetchall()]
+        speeches = self._speeches_by_transcript(run)
+        return [_with_speeches(t, speeches.get(t.id, [])) for t in headers]
+
+    def _speeches_by_transcript(self, run: str) -> dict[str, list[Speech]]:
+        rows = self._conn().execute(
+            "SELECT s.json FROM speeches s JOIN transcripts t ON s.transcript_id = t.id WHERE t.run = ? ORDER BY s.transcript_id, s.idx",
+            (run,),
+        ).fetchall()
+        out: dict[str, list[Speech]] = {}
+        for r in rows:
+            s = from_json(Speech, r[0])
+            out.setdefault(s.transcript_id, []).append(s)
+        return out
+
+    # verdicts
+    def add_verdicts(self, verdicts: Iterable[Verdict]) -> None:
+        now = time.time()
+        self._write(
+            "INSERT OR IGNORE INTO verdicts (id, run, transcript_id, judge, p_answer0, winner, error, json, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(v.id, v.run, v.transcript_id, v.judge, v.p_answer0, v.winner, v.error, to_json(v), now) for v in verdicts],
+        )
+
+    def verdicts(self, run: str, judge: Optional[str] = None) -> list[Verdict]:
+        sql = "SELECT json FROM verdicts WHERE run = ?" + (" AND judge = ?" if judge else "") + " ORDER BY id"
+        args = (run, judge) if judge else (run,)
+        return [from_json(Verdict, r[0]) for r in self._conn().execute(sql, args).fetchall()]
+
+    def count(self, table: str, run: str) -> int:
+        if table not in ("transcripts", "verdicts", "questions"):
+            raise ValueError(f"unknown table {table!r}")
+        return self._conn().execute(f"SELECT COUNT(*) FROM {table} WHERE run = ?", (run,)).fetchone()[0]
+
+
+def _header(t: Transcript) -> Transcript:
+    from dataclasses import replace
+
+    return replace(t, speeches=())
+
+
+def _with_speeches(t: Transcript, speeches: list[Speech]) -> Transcript:
+    from dataclasses import replace
+
+    return replace(t, speeches=tuple(speeches))
