@@ -116,6 +116,7 @@ class Speech:
     entry: str  # the tournament entry that spoke
     text: str
     quotes: tuple[Quote, ...] = ()
+    judge_text: str = ""  # the text as the judge sees it, quotes marked verified or unverified
     empty: bool = False  # empty or only markup: kept, shown to the judge as no argument
     truncated: bool = False  # hit the word limit or max_new_tokens
     n_tokens: int = 0

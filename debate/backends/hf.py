@@ -44,13 +44,16 @@ class TransformersBackend:
         dtype: str = "auto",
         threads: int | None = None,
         name: str | None = None,
+        max_batch: int = 32,
         model=None,
         tokenizer=None,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
-        if threads:
-            torch.set_num_threads(threads)
+        hf_logging.disable_progress_bar()
+        # Ray sets OMP_NUM_THREADS to an actor's CPU count (often 1); threads come from config instead.
+        torch.set_num_threads(threads or default_threads())
         self.device = pick_device(device)
         if dtype == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
@@ -63,6 +66,7 @@ class TransformersBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.name = name or Path(str(path)).name
+        self.max_batch = max_batch
         self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.eos_ids = self._eos_ids()
 
@@ -90,9 +94,11 @@ class TransformersBackend:
             groups[(s.temperature == 0, s.top_p, s.max_new_tokens)].append(i)
         results: list[GenResult | None] = [None] * len(requests)
         for (greedy, top_p, max_new), rows in groups.items():
-            out = self._generate_group([requests[i] for i in rows], greedy, top_p, max_new)
-            for i, res in zip(rows, out):
-                results[i] = res
+            for k in range(0, len(rows), self.max_batch):
+                chunk = rows[k : k + self.max_batch]
+                out = self._generate_group([requests[i] for i in chunk], greedy, top_p, max_new)
+                for i, res in zip(chunk, out):
+                    results[i] = res
         return [r for r in results if r is not None]
 
     def _generate_group(self, reqs: list[GenRequest], greedy: bool, top_p: float, max_new: int) -> list[GenResult]:
@@ -128,6 +134,12 @@ class TransformersBackend:
     @torch.inference_mode()
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Log-probabilities of each candidate's first token right after the assistant prefix."""
+        results: list[ScoreResult] = []
+        for k in range(0, len(requests), self.max_batch):
+            results.extend(self._score_chunk(requests[k : k + self.max_batch]))
+        return results
+
+    def _score_chunk(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         prompts = [self.render(r.messages, prefix=r.prefix) for r in requests]
         batch = self._encode(prompts)
         logits = self.model(**batch).logits[:, -1, :].float()

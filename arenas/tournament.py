@@ -1,0 +1,137 @@
+"""Tournaments: schedule, play (batched engine over Ray actors), judge, store; resumable at any point."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from tqdm.auto import tqdm
+
+from debate.configs import TournamentConfig, dump, load_tournament
+from debate.engine import Debate, Engine
+from debate.prompts import load_prompts
+from debate.protocols import Protocol, get_protocol
+from debate.questions import load_question_set
+from debate.quotes import QuoteRules
+from debate.records import Question, RunInfo, Transcript
+from debate.store import Store
+from arenas.schedule import round_robin
+from judges.base import Case
+from judges.model_judge import ModelJudge
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: str
+    store: Store
+    seconds: float
+    played: int  # transcripts advanced in this call
+    judged: int  # verdicts written in this call
+
+
+def protocols_of(cfg: TournamentConfig) -> dict[str, Protocol]:
+    return {p.name: get_protocol(p.name, p.rounds, p.word_limit, p.beliefs) for p in cfg.protocols}
+
+
+def questions_of(cfg: TournamentConfig, base: Optional[Path] = None) -> list[Question]:
+    spec = {k: v for k, v in vars(cfg.questions).items() if v is not None}
+    if spec.get("source") != "synthetic":
+        spec.pop("difficulty", None)
+        spec.pop("seed", None)
+    return load_question_set(spec, base=base)
+
+
+def new_run_name(cfg: TournamentConfig) -> str:
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run(cfg: TournamentConfig, run: str, store: Store) -> tuple[list[Transcript], dict[str, Question]]:
+    """Save the resolved config, the questions and the planned transcripts (idempotent)."""
+    store.add_run(RunInfo(name=run, kind="tournament", config=dump(cfg), created=time.time()))
+    folder = Path(cfg.results) / run
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(dump(cfg))
+    questions = questions_of(cfg)
+    store.add_questions(run, questions)
+    planned = round_robin(
+        run, [e.name for e in cfg.entries], questions, list(protocols_of(cfg).values()), cfg.samples, cfg.quotes.mode
+    )
+    store.add_transcripts(planned)
+    return planned, {q.id: q for q in questions}
+
+
+def resume_config(store: Store, run: str) -> TournamentConfig:
+    import yaml
+
+    info = store.run(run)
+    return load_tournament(yaml.safe_load(info.config), source=f"run {run} (stored config)")
+
+
+def play(cfg: TournamentConfig, run: str, store: Store, policies: dict[str, Any], progress: bool = True) -> int:
+    """Advance every stored, unfinished transcript of the run; returns how many were advanced."""
+    questions = store.questions(run)
+    protocols = protocols_of(cfg)
+    debates = [
+        Debate(t, questions[t.question_id], protocols[t.protocol], list(t.speeches))
+        for t in store.transcripts(run, status="running")
+    ]
+    engine = Engine(
+        {name: policies[name] for name in {e.policy for e in cfg.entries}},
+        cfg.entries,
+        load_prompts("default"),
+        QuoteRules(cfg.quotes.mode, cfg.quotes.min_words, cfg.quotes.max_edit_ratio),
+        store=store,
+        seed=cfg.seed,
+        overflow=cfg.context_overflow,
+    )
+    engine.run(debates, progress=progress)
+    return len(debates)
+
+
+def judge_run(store: Store, run: str, judge: Any, protocols: dict[str, Protocol], progress: bool = True) -> int:
+    """Judge every complete transcript of the run that has no verdict from this judge yet."""
+    questions = store.questions(run)
+    judged = {v.transcript_id for v in store.verdicts(run, judge=judge.name)}
+    cases = [
+        Case(t, questions[t.question_id], protocols[t.protocol])
+        for t in store.transcripts(run, status="complete")
+        if t.id not in judged
+    ]
+    batch = 32  # store verdicts as they come so a kill loses at most one batch
+    bar = tqdm(total=len(cases), desc=f"judging ({judge.name})", unit="debate", disable=not progress, dynamic_ncols=True)
+    for k in range(0, len(cases), batch):
+        chunk = cases[k : k + batch]
+        store.add_verdicts(judge.judge(chunk))
+        bar.update(len(chunk))
+    bar.close()
+    return len(cases)
+
+
+def run_tournament(
+    cfg: TournamentConfig,
+    run: Optional[str] = None,
+    resume: bool = False,
+    progress: bool = True,
+    policies: Optional[dict[str, Any]] = None,
+) -> RunResult:
+    """Run (or resume) a tournament and store everything; `policies` may be passed in (tests)."""
+    start = time.perf_counter()
+    store = Store(cfg.results)
+    if resume:
+        if run is None:
+            raise ValueError("resume needs the run name")
+        store.run(run)  # a clear error when it does not exist
+    else:
+        run = run or new_run_name(cfg)
+    prepare_run(cfg, run, store)
+    if policies is None:
+        from debate.actors import start_policies
+
+        needed = {e.policy for e in cfg.entries} | {cfg.judge.policy}
+        policies = start_policies([cfg.policy(n) for n in sorted(needed)], cfg.ray)
+    played = play(cfg, run, store, policies, progress)
+    judge = ModelJudge(cfg.judge.name, policies[cfg.judge.policy], load_prompts("default"), cfg.judge.mode, cfg.judge.min_letter_mass)
+    judged = judge_run(store, run, judge, protocols_of(cfg), progress)
+    return RunResult(run, store, time.perf_counter() - start, played, judged)

@@ -1,0 +1,124 @@
+"""A model judge: a probability over the two answers from the answer letters' log-probabilities.
+
+Each transcript is judged in both presentation orders (answer 0 shown as A, then as B) and the two
+probabilities of answer 0 averaged; both orders' figures and the top next tokens are kept as raw output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from debate.backends.base import GenRequest, Sampling, ScoreRequest
+from debate.prompts import judge_messages
+from debate.records import Speech, Verdict
+from judges.base import Case, decided_verdict, failed_verdict
+from judges.parsing import parse_verdict
+
+CANDIDATES = (" A", " B")
+EXPERT_RESERVE_TOKENS = 400
+
+
+def _pairs(speeches: Sequence[Speech]) -> list[tuple[Speech, str]]:
+    return [(s, s.judge_text or s.text) for s in speeches]
+
+
+class ModelJudge:
+    """Judges with a policy handle (`submit_score` / `submit_generate`) passed in."""
+
+    def __init__(self, name: str, policy: Any, prompts: dict, mode: str = "logprob", min_letter_mass: float = 1e-4, chunk: int = 64) -> None:
+        if mode not in ("logprob", "text"):
+            raise ValueError(f"unknown judge mode {mode!r}; known: logprob, text")
+        self.name = name
+        self.policy = policy
+        self.prompts = prompts
+        self.mode = mode
+        self.min_letter_mass = min_letter_mass
+        self.chunk = chunk
+
+    def _passage(self, case: Case) -> str | None:
+        """The passage for the expert protocol, fitted into the judge's context."""
+        if not case.protocol.judge_sees_passage or not case.question.passage:
+            return None
+        budget = self.policy.context_length - EXPERT_RESERVE_TOKENS
+        (n,) = self.policy.count_tokens([case.question.passage])
+        return case.question.passage if n <= budget else self.policy.truncate_tokens(case.question.passage, budget)
+
+    def _prefixes(self, case: Case) -> list[int]:
+        """Speech counts to judge at: the whole transcript, plus each turn's end when beliefs are asked."""
+        n = len(case.transcript.speeches)
+        if not case.protocol.beliefs or n == 0:
+            return [n]
+        ends = [i + 1 for i, s in enumerate(case.transcript.speeches) if i + 1 == n or case.transcript.speeches[i + 1].turn != s.turn]
+        return sorted(set(ends) | {n})
+
+    def judge(self, cases: Sequence[Case], progress: bool = False) -> list[Verdict]:
+        out: list[Verdict] = []
+        bar = tqdm(total=len(cases), desc=f"judging ({self.name})", unit="debate", disable=not progress, dynamic_ncols=True)
+        for k in range(0, len(cases), self.chunk):
+            chunk = cases[k : k + self.chunk]
+            out.extend(self._judge_chunk(chunk))
+            bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def _judge_chunk(self, cases: Sequence[Case]) -> list[Verdict]:
+        jobs: list[tuple[int, int, int]] = []  # (case index, prefix length, order)
+        msgs = []
+        for i, case in enumerate(cases):
+            passage = self._passage(case)
+            for n in self._prefixes(case):
+                for order in (0, 1):
+                    jobs.append((i, n, order))
+                    msgs.append(judge_messages(self.prompts, case.question, _pairs(case.transcript.speeches[:n]), order, passage))
+        # similar lengths in one batch waste less padding
+        order = sorted(range(len(msgs)), key=lambda k: sum(len(c) for _, c in msgs[k]))
+        try:
+            sorted_probs, sorted_raws = self._probabilities([msgs[k] for k in order])
+        except Exception as exc:  # the judge's model call failed: every verdict of the chunk records it
+            return [failed_verdict(c, self.name, f"judge call failed: {type(exc).__name__}: {exc}") for c in cases]
+        probs: list = [None] * len(msgs)
+        raws: list = [None] * len(msgs)
+        for pos, k in enumerate(order):
+            probs[k], raws[k] = sorted_probs[pos], sorted_raws[pos]
+        per_case: dict[int, dict[int, list]] = {}
+        for (i, n, order), p, raw in zip(jobs, probs, raws):
+            per_case.setdefault(i, {}).setdefault(n, [None, None, None, None])
+            per_case[i][n][order] = p
+            per_case[i][n][2 + order] = raw
+        return [self._verdict(case, per_case[i]) for i, case in enumerate(cases)]
+
+    def _verdict(self, case: Case, by_prefix: dict[int, list]) -> Verdict:
+        final = by_prefix[max(by_prefix)]
+        raw = json.dumps({"order0": final[2], "order1": final[3]}, ensure_ascii=False)
+        if final[0] is None or final[1] is None:
+            return failed_verdict(case, self.name, "no usable answer from the judge in at least one presentation order", raw)
+        # order 1 shows answer 0 as B, so its probability of answer 0 is that of the letter B
+        p_orders = (final[0], 1.0 - final[1])
+        beliefs = tuple(
+            (v[0] + 1.0 - v[1]) / 2 for n, v in sorted(by_prefix.items()) if n != max(by_prefix) and None not in v[:2]
+        )
+        return decided_verdict(case, self.name, p_orders, raw, beliefs)
+
+    def _probabilities(self, msgs: list) -> tuple[list[float | None], list[Any]]:
+        """Probability of the letter shown first (A) for each prompt, or None when unusable."""
+        if self.mode == "text":
+            reqs = [GenRequest(m, Sampling(temperature=0.0, max_new_tokens=12)) for m in msgs]
+            results = self.policy.submit_generate(reqs).result()
+            out = []
+            for r in results:
+                parsed = parse_verdict(r.text)
+                out.append(None if parsed is None else (parsed[1] if parsed[0] == 0 else 1.0 - parsed[1]))
+            return out, [r.text for r in results]
+        prefix = self.prompts["judge"]["prefix"]
+        results = self.policy.submit_score([ScoreRequest(m, prefix, CANDIDATES) for m in msgs]).result()
+        probs: list[float | None] = []
+        for r in results:
+            pa, pb = (math.exp(x) for x in r.logprobs)
+            ok = math.isfinite(pa) and math.isfinite(pb) and pa + pb >= self.min_letter_mass
+            probs.append(pa / (pa + pb) if ok else None)
+        raws = [{"logprobs": dict(zip("AB", r.logprobs)), "top": r.top} for r in results]
+        return probs, raws

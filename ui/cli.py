@@ -1,0 +1,155 @@
+"""The `debate` command line: a thin shell over the Python API; verbs mirror it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _tournament_config(args: argparse.Namespace):
+    from arenas.presets import preset
+    from debate.configs import apply_override, load_tournament, parse_value, read_yaml
+
+    if args.config and args.preset:
+        raise SystemExit("give either --config or --preset, not both")
+    source = args.config or f"preset {args.preset or 'smoke'}"
+    data = read_yaml(args.config) if args.config else preset(args.preset or "smoke")
+    overrides = list(args.set or [])
+    for flag, key in (("questions", "questions.n"), ("results", "results"), ("seed", "seed"), ("address", "ray.address")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.device:
+        for p in data.get("policies", []):
+            p["device"] = args.device
+    for item in overrides:
+        if "=" not in item:
+            raise SystemExit(f"--set {item!r}: write KEY=VALUE, e.g. --set questions.n=4")
+        key, value = item.split("=", 1)
+        apply_override(data, key, parse_value(value))
+    return load_tournament(data, source=source)
+
+
+def cmd_tournament(args: argparse.Namespace) -> int:
+    from arenas.report import build_report, format_report, plot_accuracy
+    from arenas.tournament import resume_config, run_tournament
+    from debate.store import Store
+
+    start = time.perf_counter()
+    if args.resume:
+        cfg = resume_config(Store(args.results or "results"), args.resume)
+        result = run_tournament(cfg, run=args.resume, resume=True, progress=not args.quiet)
+    else:
+        cfg = _tournament_config(args)
+        result = run_tournament(cfg, run=args.run, progress=not args.quiet)
+    report = build_report(result.store, result.run)
+    print(format_report(report))
+    png = plot_accuracy(report, Path(cfg.results) / result.run / "accuracy.png")
+    print(f"run {result.run}: {result.played} debates played, {result.judged} judged in this call, "
+          f"wall time {time.perf_counter() - start:.1f} s; store {result.store.path}" + (f"; plot {png}" if png else ""))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from arenas.report import build_report, format_report, plot_accuracy
+    from debate.store import Store
+
+    store = Store(args.results)
+    report = build_report(store, args.run, judge=args.judge)
+    print(format_report(report))
+    png = plot_accuracy(report, Path(args.results) / args.run / "accuracy.png")
+    if png:
+        print(f"plot: {png}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from debate.export import export_run
+    from debate.store import Store
+
+    out = Path(args.out or Path(args.results) / args.run / "export")
+    for path in export_run(Store(args.results), args.run, out, args.format):
+        print(path)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from debate.bench import bench_engine
+
+    if args.what != "engine":
+        raise SystemExit(f"unknown benchmark {args.what!r}; known: engine")
+    bench_engine(batch=args.batch, max_new_tokens=args.max_new_tokens, model=args.model, repeats=args.repeats)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="debate", description="Self-play debate and scalable-oversight harness.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    t = sub.add_parser("tournament", help="run or resume a debate tournament", description=(
+        "Run a round-robin debate tournament from a YAML config or a built-in preset (default: smoke), "
+        "store every transcript and verdict, and print the tables."))
+    t.add_argument("--config", help="a tournament YAML file")
+    t.add_argument("--preset", help="a built-in preset (smoke)")
+    t.add_argument("--resume", metavar="RUN", help="resume a stopped run, skipping what is stored")
+    t.add_argument("--run", help="name of the new run (default: NAME-DATE-TIME)")
+    t.add_argument("--results", help="results folder (default: results)")
+    t.add_argument("--questions", type=int, help="number of questions")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="device of every policy: auto, cpu, cuda")
+    t.add_argument("--address", help="Ray cluster address (default: a local ray.init())")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. protocols.0.rounds=1")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_tournament)
+
+    r = sub.add_parser("report", help="print a run's tables from the store")
+    r.add_argument("run")
+    r.add_argument("--results", default="results")
+    r.add_argument("--judge", help="whose verdicts (default: the run's judge)")
+    r.set_defaults(func=cmd_report)
+
+    e = sub.add_parser("export", help="write a run's records as Parquet or JSONL for pandas")
+    e.add_argument("run")
+    e.add_argument("--format", default="parquet", choices=["parquet", "jsonl"])
+    e.add_argument("--results", default="results")
+    e.add_argument("--out", help="output folder (default: results/RUN/export)")
+    e.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("bench", help="benchmarks, printed as one JSON line with a ratio against a baseline")
+    b.add_argument("what", choices=["engine"])
+    b.add_argument("--batch", type=int, default=16)
+    b.add_argument("--max-new-tokens", type=int, default=48)
+    b.add_argument("--repeats", type=int, default=2)
+    b.add_argument("--model", default="embedded")
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from debate.configs import ConfigError
+    from debate.questions import QuestionFileError
+    from debate.store import StoreError
+
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return args.func(args)
+    except (ConfigError, QuestionFileError, StoreError, FileNotFoundError) as exc:
+        print(f"debate {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; everything finished so far is stored. Resume with `debate tournament --resume RUN`.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
