@@ -147,6 +147,11 @@ class TransformersBackend:
         results = []
         for i, r in enumerate(requests):
             ids = [self.tokenizer.encode(c, add_special_tokens=False)[0] for c in r.candidates]
+            if len(set(ids)) != len(ids):
+                raise ValueError(
+                    f"answer candidates {r.candidates} share their first token in {self.name}'s tokenizer, so "
+                    f"they cannot be told apart; use candidates that tokenize to different first tokens"
+                )
             values = tuple(float(logp[i, t]) for t in ids)
             top = torch.topk(logp[i], 5)
             tops = tuple((self.tokenizer.decode([int(t)]), round(float(v), 4)) for v, t in zip(top.values, top.indices))
