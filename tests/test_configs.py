@@ -1,0 +1,198 @@
+"""Configs: presets load, errors name the field path / file and line, overrides, dump round trip."""
+
+import copy
+
+import pytest
+
+from arenas.presets import preset
+from debate.configs import (
+    ConfigError,
+    EntryConfig,
+    ProtocolConfig,
+    TournamentConfig,
+    apply_override,
+    dump,
+    load_tournament,
+    parse_value,
+    read_yaml,
+)
+from debate.protocols import PROTOCOLS
+
+
+def _smoke() -> dict:
+    return copy.deepcopy(preset("smoke"))
+
+
+def test_smoke_preset_loads() -> None:
+    cfg = load_tournament(_smoke(), "smoke")
+    assert isinstance(cfg, TournamentConfig)
+    assert cfg.name == "smoke"
+    assert [p.name for p in cfg.policies] == ["smollm", "judge"]
+    assert all(isinstance(e, EntryConfig) for e in cfg.entries) and len(cfg.entries) == 2
+    assert cfg.entries[0].temperature == 0.3 and isinstance(cfg.entries[0].temperature, float)
+    assert [p.name for p in cfg.protocols] == ["debate", "consultancy", "blind", "expert"]
+    assert cfg.protocols[0].word_limit == 50
+    assert cfg.judge.policy == "judge" and cfg.policy("judge").num_cpus == 0.5
+
+
+def test_unknown_preset_lists_known() -> None:
+    with pytest.raises(ConfigError, match="smoke"):
+        preset("nope")
+
+
+def test_unknown_field_names_path_and_known_fields() -> None:
+    data = _smoke()
+    data["entries"][0]["temprature"] = 0.5
+    with pytest.raises(ConfigError) as err:
+        load_tournament(data, "smoke")
+    msg = str(err.value)
+    assert "entries[0]" in msg and "temprature" in msg
+    assert "temperature" in msg and "max_new_tokens" in msg  # the known fields
+
+
+def test_unknown_top_level_field() -> None:
+    data = _smoke()
+    data["sampels"] = 2
+    with pytest.raises(ConfigError, match="sampels") as err:
+        load_tournament(data)
+    assert "samples" in str(err.value)
+
+
+def test_unknown_protocol_lists_known() -> None:
+    data = _smoke()
+    data["protocols"][0]["name"] = "duel"
+    with pytest.raises(ConfigError, match="duel") as err:
+        load_tournament(data)
+    for name in PROTOCOLS:
+        assert name in str(err.value)
+
+
+def test_entry_with_unknown_policy() -> None:
+    data = _smoke()
+    data["entries"][1]["policy"] = "gpt9"
+    with pytest.raises(ConfigError, match="gpt9") as err:
+        load_tournament(data)
+    msg = str(err.value)
+    assert "assertive-t1.0" in msg and "smollm" in msg
+
+
+def test_bad_yaml_names_file_and_line(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nquestions: {n: 3\nseed: 0\nfoo: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        read_yaml(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "line " in msg and "YAML" in msg
+
+
+def test_bad_yaml_line_number_is_right(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nseed: 0\nsamples: 1\nentries: [\n  - a: b\n")
+    with pytest.raises(ConfigError) as err:
+        read_yaml(path)
+    import re
+
+    line = int(re.search(r"line (\d+)", str(err.value)).group(1))
+    assert 4 <= line <= 6
+
+
+def test_missing_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist") as err:
+        read_yaml(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(err.value)
+
+
+def test_top_level_must_be_mapping(tmp_path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        read_yaml(path)
+
+
+def test_read_yaml_good_file(tmp_path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(dump(load_tournament(_smoke())))
+    assert load_tournament(read_yaml(path)) == load_tournament(_smoke())
+
+
+def test_apply_override() -> None:
+    data = _smoke()
+    apply_override(data, "protocols.0.rounds", parse_value("1"))
+    apply_override(data, "questions.n", parse_value("3"))
+    apply_override(data, "ray.num_cpus", parse_value("4"))  # a section absent from the data
+    cfg = load_tournament(data)
+    assert cfg.protocols[0].rounds == 1 and cfg.protocols[1].rounds == 1
+    assert cfg.questions.n == 3 and cfg.questions.seed == 0
+    assert cfg.ray.num_cpus == 4
+
+
+def test_parse_value_types() -> None:
+    assert parse_value("3") == 3
+    assert parse_value("true") is True
+    assert parse_value("0.5") == 0.5
+    assert parse_value("abc") == "abc"
+
+
+def test_type_error_names_field() -> None:
+    data = _smoke()
+    data["questions"]["n"] = "x"
+    with pytest.raises(ConfigError) as err:
+        load_tournament(data)
+    msg = str(err.value)
+    assert "questions.n" in msg and "int" in msg and "'x'" in msg
+
+
+def test_bool_is_not_an_int() -> None:
+    data = _smoke()
+    data["samples"] = True
+    with pytest.raises(ConfigError, match="samples"):
+        load_tournament(data)
+
+
+def test_int_accepted_for_float() -> None:
+    data = _smoke()
+    data["entries"][0]["temperature"] = 1
+    cfg = load_tournament(data)
+    assert cfg.entries[0].temperature == 1.0 and isinstance(cfg.entries[0].temperature, float)
+
+
+def test_invalid_values_are_config_errors() -> None:
+    data = _smoke()
+    data["protocols"][0]["rounds"] = 0
+    with pytest.raises(ConfigError, match="rounds"):
+        load_tournament(data)
+    data = _smoke()
+    data["context_overflow"] = "explode"
+    with pytest.raises(ConfigError, match="truncate"):
+        load_tournament(data)
+    data = _smoke()
+    data["entries"][0]["temperature"] = -1
+    with pytest.raises(ConfigError, match="temperature"):
+        load_tournament(data)
+
+
+def test_dump_then_load_is_equal() -> None:
+    cfg = load_tournament(_smoke())
+    again = load_tournament(read_yaml_text(dump(cfg)))
+    assert again == cfg
+
+
+def test_defaults_dump_round_trip() -> None:
+    data = {"policies": [{"name": "judge"}], "protocols": [{"name": "blind"}]}
+    cfg = load_tournament(data)
+    assert load_tournament(read_yaml_text(dump(cfg))) == cfg
+
+
+def test_named_items_as_mapping() -> None:
+    data = _smoke()
+    data["policies"] = {"smollm": {"num_cpus": 0.5}, "judge": None}
+    cfg = load_tournament(data)
+    assert [p.name for p in cfg.policies] == ["smollm", "judge"]
+    assert cfg.policy("judge").num_cpus == 1.0
+
+
+def read_yaml_text(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)

@@ -1,0 +1,189 @@
+"""The store: WAL mode, idempotent writes, status updates, concurrent writers, schema refusal."""
+
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from debate.records import RunInfo, SchemaError, Seat, Speech, Transcript, Verdict, to_json
+from debate.store import DB_NAME, Store, StoreError
+
+
+def _transcripts(run: str = "r", n: int = 3) -> list[Transcript]:
+    seats = (Seat("debater_a", "x", 0), Seat("debater_b", "y", 1))
+    return [Transcript(f"t{i}", run, "m", f"q{i}", "debate", seats) for i in range(n)]
+
+
+def _speeches(tid: str, n: int = 2) -> list[Speech]:
+    return [Speech(tid, i, i // 2, ("debater_a", "debater_b")[i % 2], i % 2, "x", f"speech {i}") for i in range(n)]
+
+
+def _verdict(i: int, run: str = "r", judge: str = "j") -> Verdict:
+    return Verdict(f"v{judge}{i}", run, f"t{i}", f"q{i}", judge, 0.7, (0.8, 0.6), 0, raw="{}")
+
+
+def _rows(store: Store, table: str) -> int:
+    with sqlite3.connect(store.path) as c:
+        return c.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def test_wal_mode(tmp_path) -> None:
+    store = Store(tmp_path)
+    assert store.path == tmp_path / DB_NAME and store.path.exists()
+    assert store._conn().execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    with sqlite3.connect(store.path) as c:  # persistent: a fresh connection sees WAL too
+        assert c.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+
+
+def test_writes_are_idempotent(tmp_path) -> None:
+    store = Store(tmp_path)
+    ts = _transcripts()
+    for _ in range(2):
+        store.add_transcripts(ts)
+        store.add_speeches(_speeches("t0", 3) + _speeches("t1", 2))
+        store.add_verdicts([_verdict(i) for i in range(3)])
+        store.add_run(RunInfo("r", "tournament", "name: r\n", 1.0))
+    assert _rows(store, "transcripts") == 3 and store.count("transcripts", "r") == 3
+    assert _rows(store, "speeches") == 5
+    assert _rows(store, "verdicts") == 3 and store.count("verdicts", "r") == 3
+    assert _rows(store, "runs") == 1
+    got = store.transcripts("r")
+    assert [t.id for t in got] == ["t0", "t1", "t2"]
+    assert [len(t.speeches) for t in got] == [3, 2, 0]
+    assert [s.index for s in got[0].speeches] == [0, 1, 2]
+    assert got[0].speeches[2].text == "speech 2"
+
+
+def test_reopened_store_sees_data(tmp_path) -> None:
+    Store(tmp_path).add_transcripts(_transcripts())
+    assert Store(tmp_path).count("transcripts", "r") == 3
+
+
+def test_update_transcript_changes_status(tmp_path) -> None:
+    store = Store(tmp_path)
+    ts = _transcripts()
+    store.add_transcripts(ts)
+    from dataclasses import replace
+
+    store.update_transcript(replace(ts[1], status="failed", error="boom", warnings=("w1",)))
+    store.update_transcript(replace(ts[2], status="complete"))
+    by_id = {t.id: t for t in store.transcripts("r")}
+    assert by_id["t0"].status == "running"
+    assert by_id["t1"].status == "failed" and by_id["t1"].error == "boom" and by_id["t1"].warnings == ("w1",)
+    assert by_id["t2"].status == "complete"
+    assert [t.id for t in store.transcripts("r", status="failed")] == ["t1"]
+    with sqlite3.connect(store.path) as c:
+        assert c.execute("SELECT status, error FROM transcripts WHERE id='t1'").fetchone() == ("failed", "boom")
+
+
+def test_header_json_has_no_speeches(tmp_path) -> None:
+    store = Store(tmp_path)
+    from dataclasses import replace
+
+    t = replace(_transcripts(n=1)[0], speeches=tuple(_speeches("t0", 2)))
+    store.add_transcripts([t])
+    with sqlite3.connect(store.path) as c:
+        assert json.loads(c.execute("SELECT json FROM transcripts").fetchone()[0])["speeches"] == []
+
+
+def test_runs_are_separate(tmp_path) -> None:
+    store = Store(tmp_path)
+    store.add_transcripts(_transcripts("r1", 2) + [Transcript("other", "r2", "m", "q", "blind", ())])
+    store.add_verdicts([_verdict(0, "r1"), _verdict(1, "r2")])
+    assert store.count("transcripts", "r1") == 2 and store.count("transcripts", "r2") == 1
+    assert [v.run for v in store.verdicts("r2")] == ["r2"]
+    assert store.verdicts("r1", judge="nobody") == []
+
+
+def test_missing_run_lists_stored_runs(tmp_path) -> None:
+    store = Store(tmp_path)
+    with pytest.raises(StoreError, match="none"):
+        store.run("missing")
+    store.add_run(RunInfo("alpha", "tournament", "x: 1\n", 1.0))
+    store.add_run(RunInfo("beta", "selfplay", "x: 2\n", 2.0))
+    with pytest.raises(StoreError, match="missing") as err:
+        store.run("missing")
+    assert "alpha" in str(err.value) and "beta" in str(err.value)
+    assert store.run("beta").kind == "selfplay"
+
+
+def test_count_refuses_unknown_table(tmp_path) -> None:
+    with pytest.raises(ValueError, match="unknown table"):
+        Store(tmp_path).count("runs; DROP TABLE runs", "r")
+
+
+def test_concurrent_writers_lose_nothing(tmp_path) -> None:
+    Store(tmp_path)  # create the schema
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def work(k: int) -> None:
+        try:
+            store = Store(tmp_path)
+            barrier.wait()
+            for i in range(50):
+                store.add_verdicts([_verdict(i, judge=f"j{k}")])
+            store.close()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    store = Store(tmp_path)
+    assert store.count("verdicts", "r") == 200
+    assert len({v.id for v in store.verdicts("r")}) == 200
+    assert len(store.verdicts("r", judge="j3")) == 50
+
+
+def test_concurrent_stores_opened_on_fresh_folder(tmp_path) -> None:
+    """Two processes' worth of writers (runner + browser) may open a fresh results folder at once."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            store = Store(tmp_path / "fresh")
+            store.add_verdicts([_verdict(i, judge=f"j{k}") for i in range(10)])
+            store.close()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert Store(tmp_path / "fresh").count("verdicts", "r") == 40
+
+
+def test_newer_verdict_schema_is_refused(tmp_path) -> None:
+    store = Store(tmp_path)
+    store.add_verdicts([_verdict(0)])
+    data = json.loads(to_json(_verdict(1)))
+    data["schema_version"] = 99
+    with sqlite3.connect(store.path) as c:
+        c.execute(
+            "INSERT INTO verdicts (id, run, transcript_id, judge, p_answer0, winner, error, json, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("v99", "r", "t1", "j", 0.7, 0, None, json.dumps(data), 0.0),
+        )
+    with pytest.raises(SchemaError, match="newer"):
+        store.verdicts("r")
+
+
+def test_newer_speech_schema_is_refused(tmp_path) -> None:
+    store = Store(tmp_path)
+    store.add_transcripts(_transcripts(n=1))
+    data = json.loads(to_json(_speeches("t0", 1)[0]))
+    data["schema_version"] = 2
+    with sqlite3.connect(store.path) as c:
+        c.execute("INSERT INTO speeches (transcript_id, idx, json, created) VALUES ('t0', 5, ?, 0)", (json.dumps(data),))
+    with pytest.raises(SchemaError):
+        store.transcripts("r")
