@@ -145,16 +145,27 @@ class Engine:
             for role, turn in speakers:
                 policy, req = self._request(d, role, k)
                 batches[policy].append((d, role, turn, req))
-        futures = {p: self.policies[p].submit_generate([x[3] for x in items]) for p, items in batches.items()}
+        futures: dict[str, Any] = {}
+        for p, items in batches.items():  # submit to every policy first, so they work at once
+            try:
+                futures[p] = self.policies[p].submit_generate([x[3] for x in items])
+            except Exception as exc:
+                futures[p] = exc
         done: dict[tuple[int, str], GenResult] = {}
         for p, items in batches.items():
             try:
+                if isinstance(futures[p], Exception):
+                    raise futures[p]
                 results = futures[p].result()
+                if len(results) != len(items):
+                    raise RuntimeError(f"returned {len(results)} results for {len(items)} requests")
             except Exception as exc:  # a failed model call fails its debates, recorded with the error
                 for d in {id(x[0]): x[0] for x in items}.values():
                     self._save(d, "failed", error=f"policy {p} generation failed: {type(exc).__name__}: {exc}")
                 continue
             for (d, role, _, _), res in zip(items, results):
+                if res.error:
+                    self._save(d, "failed", error=f"policy {p} generation failed for {role}: {res.error}")
                 done[(id(d), role)] = res
         new: list[Speech] = []
         for d in active:  # append in the protocol's speaker order, whatever policy answered first

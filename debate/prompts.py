@@ -50,7 +50,7 @@ def debater_messages(
     kind = "consultancy" if protocol.name == "consultancy" else "debate"
     answer, other = question.answers[side], question.answers[1 - side]
     names = prompts["history_names"]
-    lines = [f"{names['self'] if s.side == side else names['other']}: {s.text or prompts['no_argument']}" for s in history]
+    lines = [f"{names['self'] if s.side == side else names['other']}: {prompts['no_argument'] if s.empty else s.text}" for s in history]
     history_text = (prompts["history_header"] + "\n" + "\n".join(lines) + "\n") if lines else ""
     fields = dict(
         answer=answer,

@@ -267,11 +267,13 @@ def find_quotes(
         quotes.extend(found)
         parts.append(shown)
         inner = _FORGED.sub("", m.group(1)).strip()
+        last = m.end()
+        if not inner:  # an empty <quote></quote> quotes nothing: not counted as a quote
+            continue
         q = check_quote(inner, passage, rules)
         quotes.append(q)
         tag = "v_quote" if q.verified else "u_quote"
         parts.append(f"<{tag}>{q.repaired if q.repaired is not None else inner}</{tag}>")
-        last = m.end()
     found, shown = _outside(speech_text[last:], passage, rules)
     quotes.extend(found)
     parts.append(shown)

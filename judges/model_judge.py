@@ -98,8 +98,9 @@ class ModelJudge:
             return failed_verdict(case, self.name, "no usable answer from the judge in at least one presentation order", raw)
         # order 1 shows answer 0 as B, so its probability of answer 0 is that of the letter B
         p_orders = (final[0], 1.0 - final[1])
+        # one belief per turn before the last; NaN marks a turn where the judge gave no usable answer
         beliefs = tuple(
-            (v[0] + 1.0 - v[1]) / 2 for n, v in sorted(by_prefix.items()) if n != max(by_prefix) and None not in v[:2]
+            (v[0] + 1.0 - v[1]) / 2 if None not in v[:2] else math.nan for n, v in sorted(by_prefix.items()) if n != max(by_prefix)
         )
         return decided_verdict(case, self.name, p_orders, raw, beliefs)
 

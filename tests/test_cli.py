@@ -1,0 +1,42 @@
+"""The command line: every verb has --help; bad input is a clear error with exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from ui.cli import build_parser, main
+
+
+@pytest.mark.parametrize("verb", ["tournament", "report", "export", "bench"])
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([verb, "--help"])
+    assert exc.value.code == 0
+    assert "usage: debate " + verb in capsys.readouterr().out
+
+
+def test_unknown_preset_lists_known_ones(capsys):
+    assert main(["tournament", "--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'nope'" in err and "smoke" in err
+
+
+def test_bad_override_names_the_field(capsys, tmp_path):
+    assert main(["tournament", "--results", str(tmp_path), "--set", "entries.0.temprature=1"]) == 2
+    err = capsys.readouterr().err
+    assert "temprature" in err and "temperature" in err
+
+
+def test_missing_config_file(capsys, tmp_path):
+    assert main(["tournament", "--config", str(tmp_path / "no.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_of_unknown_run(capsys, tmp_path):
+    assert main(["report", "nope", "--results", str(tmp_path)]) == 2
+    assert "no run named 'nope'" in capsys.readouterr().err
+
+
+def test_resume_of_unknown_run(capsys, tmp_path):
+    assert main(["tournament", "--resume", "nope", "--results", str(tmp_path)]) == 2
+    assert "no run named 'nope'" in capsys.readouterr().err

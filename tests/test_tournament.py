@@ -1,0 +1,104 @@
+"""Tournaments end to end on the tiny random Llama: in-process, through Ray actors, report and export."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from arenas.report import build_report, format_report, plot_accuracy
+from arenas.tournament import run_tournament
+from debate.configs import load_tournament
+from debate.export import export_run
+from tests.conftest import tiny_config
+
+# transcripts for 2 entries and n questions: debate 2n, simultaneous 2n, consultancy 4n, blind n, expert n
+EXPECTED = {"debate": 2, "simultaneous": 2, "consultancy": 4, "blind": 1, "expert": 1}
+SPEECHES = {"debate": 4, "simultaneous": 2, "consultancy": 1, "blind": 0, "expert": 0}
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_model_dir, tiny_policy, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    cfg = load_tournament(tiny_config(tiny_model_dir, results, n=2))
+    result = run_tournament(cfg, run="t1", progress=False, policies={"p": tiny_policy, "j": tiny_policy})
+    return cfg, result
+
+
+def test_every_planned_debate_is_played_stored_and_judged(local_run):
+    cfg, result = local_run
+    ts = result.store.transcripts("t1")
+    by_proto = pd.Series([t.protocol for t in ts]).value_counts().to_dict()
+    assert by_proto == {k: v * 2 for k, v in EXPECTED.items()}
+    assert all(t.status == "complete" for t in ts)
+    for t in ts:
+        assert len(t.speeches) == SPEECHES[t.protocol]
+        assert [s.index for s in t.speeches] == list(range(len(t.speeches)))
+    verdicts = result.store.verdicts("t1")
+    assert {v.transcript_id for v in verdicts} == {t.id for t in ts}
+    for v in verdicts:
+        assert (v.winner is None) == (v.p_answer0 is None)
+        if v.p_answer0 is not None:
+            assert 0 < v.p_answer0 < 1 and len(v.p_orders) == 2
+
+
+def test_seats_cover_both_sides_of_each_question(local_run):
+    _, result = local_run
+    debates = [t for t in result.store.transcripts("t1") if t.protocol == "debate"]
+    for q in {t.question_id for t in debates}:
+        on_zero = sorted(t.seat("debater_a").entry for t in debates if t.question_id == q)
+        assert on_zero == ["cold", "hot"]  # each entry defends answer 0 once and answer 1 once
+
+
+def test_resume_of_a_finished_run_writes_nothing(local_run, tiny_policy):
+    cfg, result = local_run
+    store = result.store
+    before = [store.count(t, "t1") for t in ("transcripts", "verdicts", "questions")]
+    again = run_tournament(cfg, run="t1", resume=True, progress=False, policies={"p": tiny_policy, "j": tiny_policy})
+    assert (again.played, again.judged) == (0, 0)
+    assert [store.count(t, "t1") for t in ("transcripts", "verdicts", "questions")] == before
+
+
+def test_report_tables_and_plot(local_run, tmp_path):
+    _, result = local_run
+    report = build_report(result.store, "t1")
+    assert set(report.accuracy.protocol) == set(EXPECTED)
+    n_by = dict(zip(report.accuracy.protocol, report.accuracy.n + report.accuracy.failed))
+    assert n_by == {k: v * 2 for k, v in EXPECTED.items()}
+    ok = report.accuracy.dropna(subset=["accuracy"])
+    assert ((ok.low <= ok.accuracy) & (ok.accuracy <= ok.high)).all()
+    overall = report.leaderboard[report.leaderboard.scope == "overall"]
+    assert set(overall.player) <= {"cold", "hot"}
+    assert abs(overall.strength.sum()) < 1e-6  # mean-centred strengths
+    text = format_report(report)
+    assert "judge accuracy by protocol" in text and "leaderboard" in text
+    png = plot_accuracy(report, tmp_path / "acc.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_export_for_pandas(local_run, tmp_path, fmt):
+    _, result = local_run
+    paths = {p.stem: p for p in export_run(result.store, "t1", tmp_path, fmt)}
+    read = pd.read_parquet if fmt == "parquet" else (lambda p: pd.read_json(p, lines=True))
+    speeches = read(paths["speeches"])
+    verdicts = read(paths["verdicts"])
+    transcripts = read(paths["transcripts"])
+    assert {"transcript_id", "index", "role", "side", "entry", "text", "judge_text", "n_quotes", "empty"} <= set(speeches.columns)
+    assert {"p_answer0", "p_orders", "winner", "raw", "error", "judge"} <= set(verdicts.columns)
+    assert len(transcripts) == result.store.count("transcripts", "t1")
+    assert len(speeches) == sum(len(t.speeches) for t in result.store.transcripts("t1"))
+    merged = verdicts.merge(transcripts, left_on="transcript_id", right_on="id")
+    assert len(merged) == len(verdicts)
+
+
+def test_tournament_through_ray_actors(tiny_model_dir, tmp_path):
+    ray = pytest.importorskip("ray")
+    cfg = load_tournament(tiny_config(tiny_model_dir, tmp_path, n=1, protocols=[{"name": "debate", "rounds": 1}, {"name": "blind"}]))
+    try:
+        result = run_tournament(cfg, run="ray1", progress=False)
+        ts = result.store.transcripts("ray1")
+        assert len(ts) == 3 and all(t.status == "complete" for t in ts)
+        assert len(result.store.verdicts("ray1")) == 3
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
