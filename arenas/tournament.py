@@ -109,6 +109,19 @@ def judge_run(store: Store, run: str, judge: Any, protocols: dict[str, Protocol]
     return len(cases)
 
 
+def ensure_trained_judges(cfg: TournamentConfig, progress: bool = True) -> None:
+    """Train any `judge:NAME` model a policy names that the cache does not have yet, from its preset."""
+    from debate.embedded import judge_dir
+    from judges.presets import train_config
+    from judges.train import train_judge
+
+    for p in cfg.policies:
+        if p.model.startswith("judge:") and not (judge_dir(p.model.split(":", 1)[1]) / "model" / "config.json").exists():
+            name = p.model.split(":", 1)[1]
+            print(f"trained judge {name!r} is not in the cache yet: training it first (once)", flush=True)
+            train_judge(train_config(None, name), progress=progress)
+
+
 def run_tournament(
     cfg: TournamentConfig,
     run: Optional[str] = None,
@@ -129,6 +142,7 @@ def run_tournament(
     if policies is None:
         from debate.actors import start_policies
 
+        ensure_trained_judges(cfg, progress)
         needed = {e.policy for e in cfg.entries} | {cfg.judge.policy}
         policies = start_policies([cfg.policy(n) for n in sorted(needed)], cfg.ray)
     played = play(cfg, run, store, policies, progress)

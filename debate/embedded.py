@@ -75,10 +75,23 @@ def ensure_embedded(force: bool = False) -> Path:
     return out
 
 
+def judge_dir(name: str) -> Path:
+    """Where the trained judge NAME is stored (`debate judge train`)."""
+    return cache_root() / "judges" / name
+
+
 def resolve_model(name: str) -> Path:
-    """A model name from config: `embedded`, or a local Hugging Face model folder."""
+    """A model name from config: `embedded`, `judge:NAME` (a trained judge), or a local model folder."""
     if name in ("embedded", EMBEDDED_NAME):
         return ensure_embedded()
+    if name.startswith("judge:"):
+        folder = judge_dir(name.split(":", 1)[1]) / "model"
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"trained judge {name!r} is not in {folder.parent}; train it with "
+                f"`debate judge train --preset {name.split(':', 1)[1]}` (or --config FILE)"
+            )
+        return folder
     path = Path(name).expanduser()
     if not (path / "config.json").exists():
         raise FileNotFoundError(

@@ -81,11 +81,39 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from debate.bench import bench_engine
+    if args.what == "engine":
+        from debate.bench import bench_engine
 
-    if args.what != "engine":
-        raise SystemExit(f"unknown benchmark {args.what!r}; known: engine")
-    bench_engine(batch=args.batch, max_new_tokens=args.max_new_tokens, model=args.model, repeats=args.repeats)
+        bench_engine(batch=args.batch, max_new_tokens=args.max_new_tokens, model=args.model, repeats=args.repeats)
+    else:
+        from judges.bench import bench_judge_train
+
+        bench_judge_train(model=args.model, repeats=args.repeats + 1, bf16=not args.fp32)
+    return 0
+
+
+def cmd_judge_train(args: argparse.Namespace) -> int:
+    from judges.presets import train_config
+    from judges.train import train_judge
+
+    cfg = train_config(args.config, args.preset, args.set or [])
+    folder = train_judge(cfg, progress=not args.quiet)
+    print(f"judge {cfg.name} stored in {folder}; a tournament names it as `model: judge:{cfg.name}`")
+    if not args.no_eval:
+        return cmd_judge_eval(argparse.Namespace(name=str(folder), compare_base=args.compare_base, quiet=args.quiet))
+    return 0
+
+
+def cmd_judge_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from debate.embedded import judge_dir
+    from judges.evaluate import evaluate_trained, format_eval
+
+    folder = Path(args.name) if Path(args.name).is_dir() else judge_dir(args.name)
+    table = evaluate_trained(str(folder), compare_base=args.compare_base, progress=not args.quiet)
+    print(format_eval(table, json.loads((folder / "judge.json").read_text())))
+    print(f"table saved to {folder / 'eval.csv'}")
     return 0
 
 
@@ -123,12 +151,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks, printed as one JSON line with a ratio against a baseline")
-    b.add_argument("what", choices=["engine"])
+    b.add_argument("what", choices=["engine", "judge-train"])
+    b.add_argument("--fp32", action="store_true", help="judge-train: no bfloat16 autocast")
     b.add_argument("--batch", type=int, default=16)
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--repeats", type=int, default=2)
     b.add_argument("--model", default="embedded")
     b.set_defaults(func=cmd_bench)
+    j = sub.add_parser("judge", help="train and evaluate judges")
+    jsub = j.add_subparsers(dest="judge_verb", required=True)
+    jt = jsub.add_parser("train", help="train a judge (the reward model) on labelled debates", description=(
+        "Train a judge on templated and debater-generated debates over synthetic questions, labelled by the "
+        "ground truth, store it under the cache, then evaluate it on held-out questions."))
+    jt.add_argument("--config", help="a judge training YAML file")
+    jt.add_argument("--preset", help="a built-in preset (embedded)")
+    jt.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. epochs=1")
+    jt.add_argument("--no-eval", action="store_true", help="skip the held-out evaluation")
+    jt.add_argument("--compare-base", action="store_true", help="also evaluate the untrained base model")
+    jt.add_argument("--quiet", action="store_true")
+    jt.set_defaults(func=cmd_judge_train)
+    je = jsub.add_parser("eval", help="evaluate a trained judge on its held-out questions")
+    je.add_argument("name", help="the judge's name (or its folder)")
+    je.add_argument("--compare-base", action="store_true", help="also evaluate the untrained base model")
+    je.add_argument("--quiet", action="store_true")
+    je.set_defaults(func=cmd_judge_eval)
     return parser
 
 

@@ -81,7 +81,7 @@ class TransformersBackend:
         chat = [{"role": r, "content": c} for r, c in messages]
         return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt) + prefix
 
-    def _encode(self, prompts: list[str]) -> dict:
+    def encode(self, prompts: list[str]) -> dict:
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -104,7 +104,7 @@ class TransformersBackend:
     def _generate_group(self, reqs: list[GenRequest], greedy: bool, top_p: float, max_new: int) -> list[GenResult]:
         from transformers import LogitsProcessorList
 
-        batch = self._encode([self.render(r.messages) for r in reqs])
+        batch = self.encode([self.render(r.messages) for r in reqs])
         kwargs: dict = {"max_new_tokens": max_new, "pad_token_id": self.tokenizer.pad_token_id}
         if greedy:
             kwargs.update(do_sample=False)
@@ -141,8 +141,8 @@ class TransformersBackend:
 
     def _score_chunk(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         prompts = [self.render(r.messages, prefix=r.prefix) for r in requests]
-        batch = self._encode(prompts)
-        logits = self.model(**batch).logits[:, -1, :].float()
+        batch = self.encode(prompts)
+        logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)
         results = []
         for i, r in enumerate(requests):

@@ -1,0 +1,56 @@
+"""`debate bench judge-train`: one judge training step against a plain forward and backward pass."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: int = 3, bf16: bool = True) -> dict:
+    """Time `training_step` (prompt building, letter logits, loss, backward, AdamW step) against a plain
+    `model(**batch)` forward over full logits and a backward pass on the same tokenized batch, in one process."""
+    from debate.backends.hf import TransformersBackend
+    from debate.embedded import resolve_model
+    from debate.prompts import load_prompts
+    from debate.synthetic import generate
+    from judges.judge_data import templated
+    from judges.train import JudgeTrainConfig, LetterScorer, training_step
+
+    backend = TransformersBackend(resolve_model(model), device="cpu")
+    cfg = JudgeTrainConfig(bf16=bf16, batch_debates=batch_debates)
+    examples = templated(generate(batch_debates, seed=999), seed=0)
+    scorer = LetterScorer(backend, load_prompts("default"))
+    texts, targets = scorer.texts(examples)
+    batch = backend.encode(texts)
+    m = backend.model
+    m.train()
+    optimizer = torch.optim.AdamW(m.parameters(), lr=1e-6)
+
+    def plain() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = m(**batch).logits[:, -1, :]
+        F.cross_entropy(logits.float()[:, scorer.letter_ids], targets).backward()
+        m.zero_grad(set_to_none=True)
+
+    def ours() -> None:
+        training_step(scorer, optimizer, examples, cfg)
+
+    times = {"plain": [], "step": []}
+    plain()  # warm-up both paths once
+    ours()
+    for _ in range(repeats):
+        for name, fn in (("plain", plain), ("step", ours)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    best = {k: min(v) for k, v in times.items()}
+    line = {
+        "bench": "judge-train", "model": model, "prompts": len(texts), "tokens": int(batch["input_ids"].numel()),
+        "bf16": bf16, "repeats": repeats, "step_s": round(best["step"], 3), "plain_fwd_bwd_s": round(best["plain"], 3),
+        "ratio": round(best["plain"] / best["step"], 3),
+    }
+    print(json.dumps(line), flush=True)
+    return line

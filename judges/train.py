@@ -1,0 +1,248 @@
+"""Train a judge (the reward model): a copy of a base model taught which answer a debate supports.
+
+Each debate is presented in both orders within a batch. Objectives:
+- ce: cross-entropy over the two answer letters at the answer position, per order;
+- bt: Bradley-Terry over the two answers, with the reward of answer 0 the letter-logit margin averaged
+  over both orders (the reward-model form, ready for preference pairs such as human verdicts).
+Full fine-tune or LoRA (merged for inference). The judge is stored with its config, data seeds and
+metrics under the cache, and a tournament names it as `model: judge:NAME`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from debate.configs import ConfigError
+from debate.embedded import judge_dir, resolve_model
+from debate.prompts import load_prompts
+from judges.judge_data import Example, generate_debates, templated
+from judges.model_judge import CANDIDATES, _pairs
+
+OBJECTIVES = ("ce", "bt")
+METHODS = ("full", "lora")
+
+
+@dataclass(frozen=True)
+class JudgeTrainConfig:
+    name: str = "embedded"
+    base_model: str = "embedded"
+    objective: str = "ce"
+    method: str = "full"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lr: float = 1e-4
+    batch_debates: int = 4  # debates per step; each in both orders, so 8 prompts
+    epochs: int = 2
+    difficulty: str = "easy"
+    train_questions: int = 160  # templated debates for training
+    val_questions: int = 48
+    test_questions: int = 100
+    generated_train: int = 16  # questions whose debates the base model's debaters generate (x2 seatings)
+    generated_test: int = 16
+    debater_max_new_tokens: int = 40
+    train_seed: int = 101  # question seeds: train, validation and test sets are disjoint by seed
+    val_seed: int = 102
+    test_seed: int = 103
+    seed: int = 0
+    bf16: bool = True  # autocast to bfloat16 (CPUs with AMX/AVX-512 BF16, and GPUs)
+    device: str = "auto"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"judge train objective: unknown {self.objective!r}; known: {', '.join(OBJECTIVES)}")
+        if self.method not in METHODS:
+            raise ConfigError(f"judge train method: unknown {self.method!r}; known: {', '.join(METHODS)}")
+        if len({self.train_seed, self.val_seed, self.test_seed}) != 3:
+            raise ConfigError("judge train: train_seed, val_seed and test_seed must differ (disjoint question sets)")
+
+
+def split_questions(cfg: JudgeTrainConfig) -> dict[str, list]:
+    """Train, validation and test questions, disjoint by seed (checked)."""
+    from debate.synthetic import generate
+
+    sets = {
+        "train": generate(cfg.train_questions + cfg.generated_train, cfg.train_seed, cfg.difficulty, "train"),
+        "val": generate(cfg.val_questions, cfg.val_seed, cfg.difficulty, "validation"),
+        "test": generate(cfg.test_questions + cfg.generated_test, cfg.test_seed, cfg.difficulty, "test"),
+    }
+    ids = [set(q.id for q in v) for v in sets.values()]
+    passages = [set(q.passage for q in v) for v in sets.values()]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            if ids[a] & ids[b] or passages[a] & passages[b]:
+                raise RuntimeError("judge data: train, validation and test questions overlap")
+    return sets
+
+
+class LetterScorer:
+    """Letter logits at the answer position, batched, on a backend's model and tokenizer."""
+
+    def __init__(self, backend: Any, prompts: dict) -> None:
+        self.backend = backend
+        self.prompts = prompts
+        tok = backend.tokenizer
+        self.letter_ids = [tok.encode(c, add_special_tokens=False)[0] for c in CANDIDATES]
+
+    def texts(self, examples: Sequence[Example]) -> tuple[list[str], torch.Tensor]:
+        """Both orders of each example, and the index of the correct letter in each."""
+        from debate.prompts import judge_messages
+
+        prefix = self.prompts["judge"]["prefix"]
+        texts, targets = [], []
+        for ex in examples:
+            c = ex.case
+            for order in (0, 1):
+                msgs = judge_messages(self.prompts, c.question, _pairs(c.transcript.speeches), order)
+                texts.append(self.backend.render(msgs, prefix=prefix))
+                targets.append(c.question.correct if order == 0 else 1 - c.question.correct)
+        return texts, torch.tensor(targets)
+
+    def logits(self, texts: list[str], bf16: bool) -> torch.Tensor:
+        batch = self.backend.encode(texts)
+        device = self.backend.model.device
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        with ctx:
+            out = self.backend.model(**batch, logits_to_keep=1).logits[:, -1, :]
+        return out[:, self.letter_ids].float()
+
+
+def judge_loss(objective: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Loss over rows in pairs (order 0, order 1) of the same debate; logits are [A, B] per row."""
+    if objective == "ce":
+        return F.cross_entropy(logits, targets.to(logits.device))
+    margin = logits[:, 0] - logits[:, 1]  # reward of the letter A over B
+    reward0 = (margin[0::2] - margin[1::2]) / 2  # answer 0 is A in order 0 and B in order 1
+    sign = torch.where(targets[0::2] == 0, 1.0, -1.0).to(logits.device)  # order-0 target is the correct answer
+    return -F.logsigmoid(sign * reward0).mean()
+
+
+def _lora(model: Any, cfg: JudgeTrainConfig) -> Any:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise ImportError("method: lora needs peft: pip install peft") from exc
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0))
+
+
+@torch.no_grad()
+def accuracy_on(scorer: LetterScorer, examples: Sequence[Example], bf16: bool, batch: int = 8) -> float:
+    """Fraction of debates whose order-averaged probability of the correct answer exceeds 0.5."""
+    correct = 0
+    for k in range(0, len(examples), batch):
+        chunk = examples[k : k + batch]
+        texts, targets = scorer.texts(chunk)
+        p = torch.softmax(scorer.logits(texts, bf16), dim=-1)
+        p_right = p[torch.arange(len(targets)), targets.to(p.device)]
+        correct += int(((p_right[0::2] + p_right[1::2]) / 2 > 0.5).sum())
+    return correct / max(1, len(examples))
+
+
+def training_step(scorer: LetterScorer, optimizer: Any, examples: Sequence[Example], cfg: JudgeTrainConfig) -> float:
+    texts, targets = scorer.texts(examples)
+    loss = judge_loss(cfg.objective, scorer.logits(texts, cfg.bf16), targets)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach().item()
+
+
+def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, list[Example]]:
+    """Templated and debater-generated examples for train, validation and test."""
+    from debate.actors import LocalPolicy, PolicyServer
+    from debate.configs import PolicyConfig
+
+    sets = split_questions(cfg)
+    train_q, test_q = sets["train"], sets["test"]
+    policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.base_model), backend=base))
+    gen_train = generate_debates(train_q[cfg.train_questions :], policy, cfg.debater_max_new_tokens, cfg.seed, progress)
+    gen_test = generate_debates(test_q[cfg.test_questions :], policy, cfg.debater_max_new_tokens, cfg.seed + 1, progress)
+    return {
+        "train": templated(train_q[: cfg.train_questions], cfg.seed) + gen_train,
+        "val": templated(sets["val"], cfg.seed),
+        "test_templated": templated(test_q[: cfg.test_questions], cfg.seed),
+        "test_generated": gen_test,
+        "test_questions": test_q[: cfg.test_questions],
+    }
+
+
+def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path] = None, base: Any = None) -> Path:
+    """Train and store a judge; returns its folder (model/, judge.json, generated test debates)."""
+    from debate.backends.hf import TransformersBackend
+
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    base = base or TransformersBackend(resolve_model(cfg.base_model), device=cfg.device, threads=cfg.threads or None, name="judge")
+    data = build_data(cfg, base, progress)
+    scorer = LetterScorer(base, load_prompts("default"))
+    model = base.model
+    if cfg.method == "lora":
+        base.model = model = _lora(model, cfg)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    rng = random.Random(cfg.seed)
+    train = list(data["train"])
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_debates)
+    bar = tqdm(total=steps_per_epoch * cfg.epochs, desc=f"training judge {cfg.name}", unit="step", disable=not progress, dynamic_ncols=True)
+    history = []
+    model.eval()
+    val0 = accuracy_on(scorer, data["val"], cfg.bf16)
+    model.train()
+    for epoch in range(cfg.epochs):
+        rng.shuffle(train)
+        losses = []
+        for k in range(0, len(train), cfg.batch_debates):
+            losses.append(training_step(scorer, optimizer, train[k : k + cfg.batch_debates], cfg))
+            bar.update(1)
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+        model.eval()
+        history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "val_accuracy": accuracy_on(scorer, data["val"], cfg.bf16)})
+        model.train()
+    bar.close()
+    model.eval()
+    if cfg.method == "lora":
+        base.model = model = model.merge_and_unload()
+    folder = out or judge_dir(cfg.name)
+    _save(folder, cfg, base, data, history, val0, time.perf_counter() - start)
+    return folder
+
+
+def _save(folder: Path, cfg: JudgeTrainConfig, base: Any, data: dict, history: list, val0: float, seconds: float) -> None:
+    from debate.records import to_dict
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "model").mkdir(parents=True)
+    base.model.save_pretrained(tmp / "model")
+    base.tokenizer.save_pretrained(tmp / "model")
+    with open(tmp / "test_generated.jsonl", "w") as f:
+        for ex in data["test_generated"]:
+            f.write(json.dumps(to_dict(ex.case.transcript)) + "\n")
+    meta = {
+        "name": cfg.name,
+        "config": asdict(cfg),
+        "data": {
+            "train_examples": len(data["train"]), "val_examples": len(data["val"]),
+            "seeds": {"train": cfg.train_seed, "validation": cfg.val_seed, "test": cfg.test_seed},
+            "disjoint": "train, validation and test questions come from different seeds; ids and passages checked disjoint",
+        },
+        "metrics": {"val_accuracy_before": val0, "epochs": history, "train_seconds": round(seconds, 1)},
+        "created": time.time(),
+    }
+    (tmp / "judge.json").write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(folder)
