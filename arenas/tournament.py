@@ -109,17 +109,24 @@ def judge_run(store: Store, run: str, judge: Any, protocols: dict[str, Protocol]
     return len(cases)
 
 
-def ensure_trained_judges(cfg: TournamentConfig, progress: bool = True) -> None:
-    """Train any `judge:NAME` model a policy names that the cache does not have yet, from its preset."""
+def ensure_model(model: str, progress: bool = True) -> None:
+    """Train a `judge:NAME` model the cache does not have yet, from its preset (once)."""
     from debate.embedded import judge_dir
-    from judges.presets import train_config
+    from judges.presets import preset_names, train_config
     from judges.train import train_judge
 
+    if not model.startswith("judge:"):
+        return
+    name = model.split(":", 1)[1]
+    if (judge_dir(name) / "model" / "config.json").exists() or name not in preset_names():
+        return  # present, or no preset to train it from: resolve_model will say how to make it
+    print(f"trained judge {name!r} is not in the cache yet: training it first (once)", flush=True)
+    train_judge(train_config(None, name), progress=progress)
+
+
+def ensure_trained_judges(cfg: TournamentConfig, progress: bool = True) -> None:
     for p in cfg.policies:
-        if p.model.startswith("judge:") and not (judge_dir(p.model.split(":", 1)[1]) / "model" / "config.json").exists():
-            name = p.model.split(":", 1)[1]
-            print(f"trained judge {name!r} is not in the cache yet: training it first (once)", flush=True)
-            train_judge(train_config(None, name), progress=progress)
+        ensure_model(p.model, progress)
 
 
 def run_tournament(

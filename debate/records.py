@@ -152,6 +152,8 @@ class Transcript:
     warnings: tuple[str, ...] = ()
     quote_mode: str = "tags"
     speeches: tuple[Speech, ...] = ()
+    setting: str = ""  # where it came from, e.g. "human debate" for imported NYU rooms
+    tags: tuple[str, ...] = ()  # e.g. "included_in_paper", "verdict_only"
     schema_version: int = SCHEMA_VERSION
 
     def seat(self, role: str) -> Seat:
@@ -181,6 +183,7 @@ class Verdict:
     raw: str = ""
     error: Optional[str] = None
     beliefs: tuple[float, ...] = ()  # per-turn beliefs in answer 0, where the protocol asks
+    warnings: tuple[str, ...] = ()  # e.g. the transcript was cut to fit the judge's context
     schema_version: int = SCHEMA_VERSION
 
 

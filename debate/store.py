@@ -61,10 +61,16 @@ class Store:
         return conn
 
     def _write(self, sql: str, rows: Iterable[tuple]) -> None:
+        self._write_many([(sql, list(rows))])
+
+    def _write_many(self, batches: list[tuple[str, list[tuple]]]) -> None:
+        """Several inserts in one transaction: all of them are stored, or none."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(sql, list(rows))
+            for sql, rows in batches:
+                if rows:
+                    conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -96,10 +102,7 @@ class Store:
 
     # questions
     def add_questions(self, run: str, questions: Iterable[Question]) -> None:
-        self._write(
-            "INSERT OR IGNORE INTO questions (run, id, json) VALUES (?, ?, ?)",
-            [(run, q.id, to_json(q)) for q in questions],
-        )
+        self._write(_Q_SQL, [(run, q.id, to_json(q)) for q in questions])
 
     def questions(self, run: str) -> dict[str, Question]:
         rows = self._conn().execute("SELECT json FROM questions WHERE run = ?", (run,)).fetchall()
@@ -107,12 +110,7 @@ class Store:
 
     # transcripts and speeches
     def add_transcripts(self, transcripts: Iterable[Transcript]) -> None:
-        now = time.time()
-        self._write(
-            "INSERT OR IGNORE INTO transcripts (id, run, match, question_id, protocol, status, error, json, updated)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(t.id, t.run, t.match, t.question_id, t.protocol, t.status, t.error, to_json(_header(t)), now) for t in transcripts],
-        )
+        self._write(_T_SQL, _t_rows(transcripts))
 
     def update_transcript(self, t: Transcript) -> None:
         """Record a transcript's status (complete, failed), error and warnings."""
@@ -122,11 +120,7 @@ class Store:
         )
 
     def add_speeches(self, speeches: Iterable[Speech]) -> None:
-        now = time.time()
-        self._write(
-            "INSERT OR IGNORE INTO speeches (transcript_id, idx, json, created) VALUES (?, ?, ?, ?)",
-            [(s.transcript_id, s.index, to_json(s), now) for s in speeches],
-        )
+        self._write(_S_SQL, _s_rows(speeches))
 
     def transcripts(self, run: str, status: Optional[str] = None) -> list[Transcript]:
         """The run's transcripts with their speeches attached, in a stable order."""
@@ -149,12 +143,16 @@ class Store:
 
     # verdicts
     def add_verdicts(self, verdicts: Iterable[Verdict]) -> None:
-        now = time.time()
-        self._write(
-            "INSERT OR IGNORE INTO verdicts (id, run, transcript_id, judge, p_answer0, winner, error, json, created)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(v.id, v.run, v.transcript_id, v.judge, v.p_answer0, v.winner, v.error, to_json(v), now) for v in verdicts],
-        )
+        self._write(_V_SQL, _v_rows(verdicts))
+
+    def write_all(self, run: str, questions=(), transcripts=(), speeches=(), verdicts=()) -> None:
+        """Questions, transcripts, speeches and verdicts in one transaction: a unit is never half-written."""
+        self._write_many([
+            (_Q_SQL, [(run, q.id, to_json(q)) for q in questions]),
+            (_T_SQL, _t_rows(transcripts)),
+            (_S_SQL, _s_rows(speeches)),
+            (_V_SQL, _v_rows(verdicts)),
+        ])
 
     def verdicts(self, run: str, judge: Optional[str] = None) -> list[Verdict]:
         sql = "SELECT json FROM verdicts WHERE run = ?" + (" AND judge = ?" if judge else "") + " ORDER BY id"
@@ -165,6 +163,33 @@ class Store:
         if table not in ("transcripts", "verdicts", "questions"):
             raise ValueError(f"unknown table {table!r}")
         return self._conn().execute(f"SELECT COUNT(*) FROM {table} WHERE run = ?", (run,)).fetchone()[0]
+
+
+_Q_SQL = "INSERT OR IGNORE INTO questions (run, id, json) VALUES (?, ?, ?)"
+_T_SQL = (
+    "INSERT OR IGNORE INTO transcripts (id, run, match, question_id, protocol, status, error, json, updated)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_S_SQL = "INSERT OR IGNORE INTO speeches (transcript_id, idx, json, created) VALUES (?, ?, ?, ?)"
+_V_SQL = (
+    "INSERT OR IGNORE INTO verdicts (id, run, transcript_id, judge, p_answer0, winner, error, json, created)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _t_rows(transcripts: Iterable[Transcript]) -> list[tuple]:
+    now = time.time()
+    return [(t.id, t.run, t.match, t.question_id, t.protocol, t.status, t.error, to_json(_header(t)), now) for t in transcripts]
+
+
+def _s_rows(speeches: Iterable[Speech]) -> list[tuple]:
+    now = time.time()
+    return [(s.transcript_id, s.index, to_json(s), now) for s in speeches]
+
+
+def _v_rows(verdicts: Iterable[Verdict]) -> list[tuple]:
+    now = time.time()
+    return [(v.id, v.run, v.transcript_id, v.judge, v.p_answer0, v.winner, v.error, to_json(v), now) for v in verdicts]
 
 
 def _header(t: Transcript) -> Transcript:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 from tqdm.auto import tqdm
@@ -20,6 +21,7 @@ from judges.parsing import parse_verdict
 
 CANDIDATES = (" A", " B")
 EXPERT_RESERVE_TOKENS = 400
+CONTEXT_MARGIN_TOKENS = 300  # instructions, question and answers around the speeches
 
 
 def _pairs(speeches: Sequence[Speech]) -> list[tuple[Speech, str]]:
@@ -65,15 +67,32 @@ class ModelJudge:
         bar.close()
         return out
 
+    def _first_kept(self, case: Case, passage: str | None) -> int:
+        """How many early speeches to drop so that the whole transcript fits the judge's context."""
+        speeches = case.transcript.speeches
+        budget = self.policy.context_length - CONTEXT_MARGIN_TOKENS
+        lengths = self.policy.count_tokens([s.judge_text or s.text for s in speeches] + [passage or ""])
+        used = lengths[-1] + sum(lengths[:-1]) + 20 * len(speeches)
+        first = 0
+        while used > budget and first < len(speeches) - 1:
+            used -= lengths[first] + 20
+            first += 1
+        return first
+
     def _judge_chunk(self, cases: Sequence[Case]) -> list[Verdict]:
         jobs: list[tuple[int, int, int]] = []  # (case index, prefix length, order)
         msgs = []
+        cut: dict[int, str] = {}
         for i, case in enumerate(cases):
             passage = self._passage(case)
+            first = self._first_kept(case, passage) if case.transcript.speeches else 0
+            if first:
+                cut[i] = f"transcript cut to fit the judge's context: the first {first} of {len(case.transcript.speeches)} speeches dropped"
             for n in self._prefixes(case):
                 for order in (0, 1):
                     jobs.append((i, n, order))
-                    msgs.append(judge_messages(self.prompts, case.question, _pairs(case.transcript.speeches[:n]), order, passage))
+                    kept = case.transcript.speeches[min(first, max(n - 1, 0)) : n]
+                    msgs.append(judge_messages(self.prompts, case.question, _pairs(kept), order, passage))
         # similar lengths in one batch waste less padding
         order = sorted(range(len(msgs)), key=lambda k: sum(len(c) for _, c in msgs[k]))
         try:
@@ -89,7 +108,8 @@ class ModelJudge:
             per_case.setdefault(i, {}).setdefault(n, [None, None, None, None])
             per_case[i][n][order] = p
             per_case[i][n][2 + order] = raw
-        return [self._verdict(case, per_case[i]) for i, case in enumerate(cases)]
+        verdicts = [self._verdict(case, per_case[i]) for i, case in enumerate(cases)]
+        return [replace(v, warnings=v.warnings + (cut[i],)) if i in cut else v for i, v in enumerate(verdicts)]
 
     def _verdict(self, case: Case, by_prefix: dict[int, list]) -> Verdict:
         final = by_prefix[max(by_prefix)]

@@ -43,7 +43,8 @@ class JudgeTrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     lr: float = 1e-4
-    batch_debates: int = 4  # debates per step; each in both orders, so 8 prompts
+    batch_debates: int = 4  # debates per step
+    orders: str = "both"  # both: each debate in both orders in the same step; alternate: one order a step, the other next epoch
     epochs: int = 2
     difficulty: str = "easy"
     train_questions: int = 160  # templated debates for training
@@ -65,6 +66,10 @@ class JudgeTrainConfig:
             raise ConfigError(f"judge train objective: unknown {self.objective!r}; known: {', '.join(OBJECTIVES)}")
         if self.method not in METHODS:
             raise ConfigError(f"judge train method: unknown {self.method!r}; known: {', '.join(METHODS)}")
+        if self.orders not in ("both", "alternate"):
+            raise ConfigError(f"judge train orders: unknown {self.orders!r}; known: both, alternate")
+        if self.objective == "bt" and self.orders != "both":
+            raise ConfigError("judge train: objective bt compares the two orders of a debate, so it needs orders: both")
         if len({self.train_seed, self.val_seed, self.test_seed}) != 3:
             raise ConfigError("judge train: train_seed, val_seed and test_seed must differ (disjoint question sets)")
 
@@ -96,15 +101,15 @@ class LetterScorer:
         tok = backend.tokenizer
         self.letter_ids = [tok.encode(c, add_special_tokens=False)[0] for c in CANDIDATES]
 
-    def texts(self, examples: Sequence[Example]) -> tuple[list[str], torch.Tensor]:
-        """Both orders of each example, and the index of the correct letter in each."""
+    def texts(self, examples: Sequence[Example], orders: Optional[Sequence[int]] = None) -> tuple[list[str], torch.Tensor]:
+        """Each example in both orders (or in the one order given for it), and the correct letter's index."""
         from debate.prompts import judge_messages
 
         prefix = self.prompts["judge"]["prefix"]
         texts, targets = [], []
-        for ex in examples:
+        for k, ex in enumerate(examples):
             c = ex.case
-            for order in (0, 1):
+            for order in ((0, 1) if orders is None else (orders[k],)):
                 msgs = judge_messages(self.prompts, c.question, _pairs(c.transcript.speeches), order)
                 texts.append(self.backend.render(msgs, prefix=prefix))
                 targets.append(c.question.correct if order == 0 else 1 - c.question.correct)
@@ -151,8 +156,11 @@ def accuracy_on(scorer: LetterScorer, examples: Sequence[Example], bf16: bool, b
     return correct / max(1, len(examples))
 
 
-def training_step(scorer: LetterScorer, optimizer: Any, examples: Sequence[Example], cfg: JudgeTrainConfig) -> float:
-    texts, targets = scorer.texts(examples)
+def training_step(
+    scorer: LetterScorer, optimizer: Any, examples: Sequence[Example], cfg: JudgeTrainConfig, orders: Optional[Sequence[int]] = None
+) -> float:
+    """One update; `orders` gives one presentation order per debate (ce only), else both orders are used."""
+    texts, targets = scorer.texts(examples, orders)
     loss = judge_loss(cfg.objective, scorer.logits(texts, cfg.bf16), targets)
     loss.backward()
     optimizer.step()
@@ -195,6 +203,7 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = random.Random(cfg.seed)
     train = list(data["train"])
+    order_seed = {id(ex): rng.randint(0, 1) for ex in train}
     steps_per_epoch = math.ceil(len(train) / cfg.batch_debates)
     bar = tqdm(total=steps_per_epoch * cfg.epochs, desc=f"training judge {cfg.name}", unit="step", disable=not progress, dynamic_ncols=True)
     history = []
@@ -205,7 +214,10 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
         rng.shuffle(train)
         losses = []
         for k in range(0, len(train), cfg.batch_debates):
-            losses.append(training_step(scorer, optimizer, train[k : k + cfg.batch_debates], cfg))
+            chunk = train[k : k + cfg.batch_debates]
+            # alternate: each debate in one order this epoch and in the other order the next
+            orders = None if cfg.orders == "both" else [(epoch + order_seed[id(ex)]) % 2 for ex in chunk]
+            losses.append(training_step(scorer, optimizer, chunk, cfg, orders))
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
         model.eval()

@@ -62,6 +62,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     from debate.store import Store
 
     store = Store(args.results)
+    if store.run(args.run).kind == "import-nyu":
+        from arenas.settings_report import format_settings, passage_lengths
+
+        print(format_settings(store, args.run, paper_only=True, judge=args.judge))
+        print()
+        print(format_settings(store, args.run, paper_only=False, judge=args.judge))
+        print()
+        print(passage_lengths(store, args.run))
+        return 0
     report = build_report(store, args.run, judge=args.judge)
     print(format_report(report))
     png = plot_accuracy(report, Path(args.results) / args.run / "accuracy.png")
@@ -101,6 +110,31 @@ def cmd_judge_train(args: argparse.Namespace) -> int:
     print(f"judge {cfg.name} stored in {folder}; a tournament names it as `model: judge:{cfg.name}`")
     if not args.no_eval:
         return cmd_judge_eval(argparse.Namespace(name=str(folder), compare_base=args.compare_base, quiet=args.quiet))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from arenas.settings_report import format_settings
+    from debate.nyu import import_nyu
+    from debate.store import Store
+
+    store = Store(args.results)
+    summary = import_nyu(args.path, store, run=args.run)
+    print(summary.format())
+    print()
+    print(format_settings(store, args.run, paper_only=True))
+    return 0
+
+
+def cmd_rejudge(args: argparse.Namespace) -> int:
+    from arenas.rejudge import rejudge
+    from arenas.settings_report import format_settings
+    from debate.store import Store
+
+    store = Store(args.results)
+    n = rejudge(store, args.run, args.judge, limit=args.limit, setting=args.setting, progress=not args.quiet)
+    print(f"judged {n} transcripts of run {args.run} with {args.judge}")
+    print(format_settings(store, args.run, paper_only=False))
     return 0
 
 
@@ -175,6 +209,22 @@ def build_parser() -> argparse.ArgumentParser:
     je.add_argument("--compare-base", action="store_true", help="also evaluate the untrained base model")
     je.add_argument("--quiet", action="store_true")
     je.set_defaults(func=cmd_judge_eval)
+    jr = jsub.add_parser("run", help="re-judge a stored run's transcripts (`debate judge RUN --judge SPEC`)", description=(
+        "Judge the stored transcripts of RUN with another judge, writing new verdict rows beside the originals."))
+    jr.add_argument("run")
+    jr.add_argument("--judge", required=True, help="a judge spec YAML (policy and judge sections) or a built-in: embedded, trained-embedded")
+    jr.add_argument("--limit", type=int, help="judge at most N transcripts (in id order)")
+    jr.add_argument("--setting", help="only transcripts of this setting, e.g. 'human debate'")
+    jr.add_argument("--results", default="results")
+    jr.add_argument("--quiet", action="store_true")
+    jr.set_defaults(func=cmd_rejudge)
+
+    i = sub.add_parser("import", help="import external debates into the store")
+    i.add_argument("source", choices=["nyu"])
+    i.add_argument("path", help="the NYU debates folder (debates-metadata.jsonl and debates/)")
+    i.add_argument("--run", default="nyu")
+    i.add_argument("--results", default="results")
+    i.set_defaults(func=cmd_import)
     return parser
 
 
@@ -183,6 +233,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from debate.questions import QuestionFileError
     from debate.store import StoreError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "judge" and argv[1] not in ("train", "eval", "run", "-h", "--help"):
+        argv.insert(1, "run")  # `debate judge RUN --judge SPEC`
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
 

@@ -1,0 +1,137 @@
+"""Judge training: losses, data determinism, disjoint splits, storage and evaluation, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from debate.configs import ConfigError
+from debate.prompts import load_prompts
+from debate.synthetic import generate
+from judges.judge_data import blind, templated
+from judges.train import JudgeTrainConfig, LetterScorer, judge_loss, split_questions, train_judge, training_step
+
+
+@pytest.fixture()
+def fresh_backend(tiny_model_dir):
+    from debate.backends.hf import TransformersBackend
+
+    return TransformersBackend(tiny_model_dir, device="cpu", name="tiny")
+
+
+def _params(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+
+@pytest.mark.parametrize("objective", ["ce", "bt"])
+def test_loss_goes_down_and_parameters_change(fresh_backend, objective):
+    examples = templated(generate(4, seed=7), seed=0)
+    cfg = JudgeTrainConfig(objective=objective, lr=3e-3, bf16=False)
+    scorer = LetterScorer(fresh_backend, load_prompts("default"))
+    model = fresh_backend.model
+    model.train()
+    before = _params(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    losses = [training_step(scorer, opt, examples, cfg) for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert not torch.equal(before, _params(model))
+
+
+def test_loss_formulas():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0], [1.0, 1.0]])
+    targets = torch.tensor([0, 1, 1, 0])  # debate 1: answer 0 correct (A, then B); debate 2: answer 1 correct
+    ce = judge_loss("ce", logits, targets)
+    assert math.isclose(float(ce), float(torch.nn.functional.cross_entropy(logits, targets)), rel_tol=1e-6)
+    bt = judge_loss("bt", logits, targets)
+    # debate 1: reward of answer 0 = (2 - (-2)) / 2 = 2, correct is 0; debate 2: reward 0, a coin flip
+    expected = (-math.log(1 / (1 + math.exp(-2))) + math.log(2)) / 2
+    assert math.isclose(float(bt), expected, rel_tol=1e-5)
+
+
+def test_templated_data_is_deterministic_and_labelled():
+    qs = generate(12, seed=5)
+    a, b = templated(qs, seed=1), templated(qs, seed=1)
+    assert [e.case.transcript for e in a] == [e.case.transcript for e in b]
+    c = templated(qs, seed=2)
+    assert [e.case.transcript.speeches for e in a] != [e.case.transcript.speeches for e in c]
+    for ex in a:
+        honest = [s for s in ex.case.transcript.speeches if s.side == ex.label]
+        liar = [s for s in ex.case.transcript.speeches if s.side != ex.label]
+        assert len(honest) == len(liar) == 1
+        assert honest[0].quotes and honest[0].quotes[0].verified  # the deciding sentence, verified
+        assert liar[0].quotes[0].verified == (ex.trick == "wrong-object")
+        assert "<v_quote>" in honest[0].judge_text
+    assert {e.trick for e in a} == {"wrong-object", "invented"}
+    assert all(not e.case.transcript.speeches for e in blind(qs))
+
+
+def test_train_validation_and_test_questions_never_overlap():
+    sets = split_questions(JudgeTrainConfig(train_questions=40, val_questions=20, test_questions=20))
+    ids = [{q.id for q in v} for v in sets.values()]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert {q.split for q in sets["train"]} == {"train"}
+    with pytest.raises(ConfigError, match="must differ"):
+        JudgeTrainConfig(train_seed=1, val_seed=1, test_seed=2)
+
+
+def test_lora_trains_only_the_adapter(fresh_backend):
+    pytest.importorskip("peft")
+    from judges.train import _lora
+
+    cfg = JudgeTrainConfig(method="lora", lr=1e-2, bf16=False, lora_r=4)
+    base_weight = fresh_backend.model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    fresh_backend.model = _lora(fresh_backend.model, cfg)
+    scorer = LetterScorer(fresh_backend, load_prompts("default"))
+    trainable = [p for p in fresh_backend.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr)
+    losses = [training_step(scorer, opt, templated(generate(4, seed=3), seed=0), cfg) for _ in range(10)]
+    assert losses[-1] < losses[0]
+    merged = fresh_backend.model.merge_and_unload()
+    assert not torch.equal(base_weight, merged.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_train_store_and_evaluate_a_tiny_judge(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    from debate.embedded import resolve_model
+    from judges.evaluate import evaluate_trained
+
+    cfg = JudgeTrainConfig(name="tiny", base_model=str(tiny_model_dir), train_questions=8, val_questions=4, test_questions=6,
+                           generated_train=2, generated_test=2, debater_max_new_tokens=6, epochs=1, bf16=False)
+    folder = train_judge(cfg, progress=False)
+    meta = json.loads((folder / "judge.json").read_text())
+    assert meta["data"]["seeds"] == {"train": 101, "validation": 102, "test": 103}
+    assert meta["data"]["train_examples"] == 8 + 2 * 2
+    assert len(meta["metrics"]["epochs"]) == 1 and math.isfinite(meta["metrics"]["epochs"][0]["loss"])
+    assert resolve_model("judge:tiny") == folder / "model"
+    table = evaluate_trained("tiny", progress=False)
+    kinds = dict(zip(table.slice, table.n + table.failed))
+    assert kinds["templated"] == 6 and kinds["generated"] == 4 and kinds["blind"] == 6
+    assert any(s.startswith("templated: dishonest quotes a verified sentence") for s in table.slice)
+    assert (folder / "eval.csv").exists()
+
+
+def test_missing_trained_judge_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path))
+    from debate.embedded import resolve_model
+
+    with pytest.raises(FileNotFoundError, match="debate judge train --preset nope"):
+        resolve_model("judge:nope")
+
+
+@pytest.mark.slow
+def test_embedded_judge_trains_a_few_steps_on_real_data(tmp_path, monkeypatch):
+    from debate.embedded import ensure_embedded
+
+    ensure_embedded()  # the shared cache of the embedded model
+    cfg = JudgeTrainConfig(name="few", train_questions=8, val_questions=4, test_questions=4, generated_train=1,
+                           generated_test=1, debater_max_new_tokens=16, epochs=1)
+    folder = train_judge(cfg, progress=False, out=tmp_path / "few")
+    meta = json.loads((folder / "judge.json").read_text())
+    assert meta["data"]["train_examples"] == 8 + 2
+    assert math.isfinite(meta["metrics"]["epochs"][0]["loss"])
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(str(folder / "model")).config.num_hidden_layers == 30
