@@ -150,9 +150,15 @@ def run_tournament(
         from debate.actors import start_policies
 
         ensure_trained_judges(cfg, progress)
-        needed = {e.policy for e in cfg.entries} | {cfg.judge.policy}
+        needed = {e.policy for e in cfg.entries} | ({cfg.judge.policy} if cfg.judge.kind == "model" else set())
         policies = start_policies([cfg.policy(n) for n in sorted(needed)], cfg.ray)
     played = play(cfg, run, store, policies, progress)
+    if cfg.judge.kind == "human":
+        from debate.human_queue import HumanQueue
+
+        queued = HumanQueue(store).enqueue(run, store.transcripts(run, status="complete"), cfg.judge.judges_per_debate, cfg.judge.reveal)
+        print(f"{queued} judging slots queued for human judges; start `debate ui` and add judges with `debate judges add NAME`")
+        return RunResult(run, store, time.perf_counter() - start, played, 0)
     judge = ModelJudge(cfg.judge.name, policies[cfg.judge.policy], load_prompts("default"), cfg.judge.mode, cfg.judge.min_letter_mass)
     judged = judge_run(store, run, judge, protocols_of(cfg), progress)
     return RunResult(run, store, time.perf_counter() - start, played, judged)

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
 
 
 BACKENDS = ("transformers", "vllm")
-JUDGE_KINDS = ("model",)
+JUDGE_KINDS = ("model", "human")
 JUDGE_MODES = ("logprob", "text")
 OVERFLOW = ("truncate", "refuse")
 
@@ -68,6 +68,8 @@ class JudgeConfig:
     policy: str = "judge"
     mode: str = "logprob"  # logprob: answer-letter log-probabilities; text: parse generated text
     min_letter_mass: float = 1e-4  # below this the letters were not an answer: a recorded failure
+    judges_per_debate: int = 1  # human judging: how many different people judge each debate
+    reveal: bool = False  # human judging: show the correct answer after the verdict is submitted
 
     def __post_init__(self) -> None:
         _choice(self.kind, JUDGE_KINDS, "judge.kind")
@@ -135,7 +137,7 @@ class TournamentConfig:
         for e in self.entries:
             if e.policy not in names:
                 raise ConfigError(f"entries.{e.name}.policy: unknown policy {e.policy!r}; known: {', '.join(names)}")
-        if self.judge.policy not in names:
+        if self.judge.kind == "model" and self.judge.policy not in names:
             raise ConfigError(f"judge.policy: unknown policy {self.judge.policy!r}; known: {', '.join(names)}")
         debating = [p for p in self.protocols if p.name in ("debate", "simultaneous", "consultancy")]
         if debating and not self.entries:

@@ -26,6 +26,8 @@ def _tournament_config(args: argparse.Namespace):
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    if args.judge == "human":
+        data["judge"] = {**(data.get("judge") or {}), "kind": "human", "name": "human"}
     if args.device:
         for p in data.get("policies", []):
             p["device"] = args.device
@@ -73,6 +75,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     report = build_report(store, args.run, judge=args.judge)
     print(format_report(report))
+    from debate.human_queue import HumanQueue
+
+    for row in HumanQueue(store).queue_table(args.run):
+        print(f"human judging queue: {row['done']} judged, {row['open']} waiting, {row['in_progress']} in progress, "
+              f"{row['expired']} abandoned (back in the queue)")
     png = plot_accuracy(report, Path(args.results) / args.run / "accuracy.png")
     if png:
         print(f"plot: {png}")
@@ -168,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="device of every policy: auto, cpu, cuda")
     t.add_argument("--address", help="Ray cluster address (default: a local ray.init())")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. protocols.0.rounds=1")
+    t.add_argument("--judge", choices=["model", "human"], help="human: queue the debates for people in `debate ui`")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_tournament)
 
@@ -225,11 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--run", default="nyu")
     i.add_argument("--results", default="results")
     i.set_defaults(func=cmd_import)
+
+    from ui.human_cli import add_human_verbs
+
+    add_human_verbs(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from debate.configs import ConfigError
+    from debate.human_queue import QueueError
     from debate.questions import QuestionFileError
     from debate.store import StoreError
 
@@ -242,7 +255,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     hf_logging.disable_progress_bar()
     try:
         return args.func(args)
-    except (ConfigError, QuestionFileError, StoreError, FileNotFoundError) as exc:
+    except (ConfigError, QuestionFileError, StoreError, FileNotFoundError, QueueError) as exc:
         print(f"debate {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,288 @@
+"""Human judging: judges with hashed access tokens, and an atomic queue of judging slots in the store.
+
+A slot is one judgement wanted of one transcript (a run can ask for several judges per debate). A judge
+takes the next open slot atomically, never one of a story they have already read (they must not have
+seen the passage), and never two slots of the same debate. A slot taken but abandoned returns to the
+queue after a timeout. Beliefs after each turn are stored as they are given; the final verdict goes
+into the verdicts table in the same transaction that closes the slot, so double submissions and stale
+pages are refused without changing anything stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from debate.records import Transcript, Verdict, stable_id
+from debate.store import Store
+
+HUMAN_JUDGE = "human"
+SLOT_TIMEOUT_S = 30 * 60
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS judges (
+  name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,
+  created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slots (
+  id TEXT PRIMARY KEY, run TEXT NOT NULL, transcript_id TEXT NOT NULL, k INTEGER NOT NULL, story TEXT NOT NULL,
+  status TEXT NOT NULL, judge TEXT, lease TEXT, assigned REAL, beliefs TEXT NOT NULL DEFAULT '[]',
+  verdict_id TEXT, reveal INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS slots_status ON slots (status, created);
+CREATE TABLE IF NOT EXISTS seen (judge TEXT NOT NULL, story TEXT NOT NULL, PRIMARY KEY (judge, story));
+"""
+
+
+class QueueError(ValueError):
+    """A refused action: the message says why; nothing stored was changed."""
+
+
+@dataclass(frozen=True)
+class Judge:
+    name: str
+    admin: bool
+    revoked: bool
+    created: float
+
+
+@dataclass(frozen=True)
+class Slot:
+    id: str
+    run: str
+    transcript_id: str
+    k: int
+    status: str  # open, assigned, done
+    judge: Optional[str]
+    lease: Optional[str]  # changes on every assignment: a page holding an old lease is stale
+    beliefs: tuple[float, ...]
+    verdict_id: Optional[str]
+    reveal: bool
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def story_key(passage: Optional[str], question_id: str) -> str:
+    """Debates on the same story share a key (a judge who read one must not judge another)."""
+    return hashlib.sha256((passage or f"question:{question_id}").encode("utf-8")).hexdigest()[:16]
+
+
+class HumanQueue:
+    """Judges and judging slots on a store's database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.store._conn().executescript(SCHEMA)
+
+    def _tx(self):
+        conn = self.store._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        return conn
+
+    # judges
+    def add_judge(self, name: str, admin: bool = False) -> str:
+        """Register a judge (or an admin) and return their one-time token; only its hash is stored."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise QueueError("a judge name must be 1-64 characters")
+        token = secrets.token_urlsafe(24)
+        conn = self._tx()
+        try:
+            if conn.execute("SELECT 1 FROM judges WHERE name = ?", (name,)).fetchone():
+                raise QueueError(f"a judge named {name!r} exists; revoke it or choose another name")
+            conn.execute("INSERT INTO judges (name, token_hash, admin, created) VALUES (?, ?, ?, ?)",
+                         (name, hash_token(token), int(admin), time.time()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return token
+
+    def judges(self) -> list[Judge]:
+        rows = self.store._conn().execute("SELECT name, admin, revoked, created FROM judges ORDER BY created").fetchall()
+        return [Judge(n, bool(a), bool(r), c) for n, a, r, c in rows]
+
+    def revoke(self, name: str) -> None:
+        conn = self._tx()
+        try:
+            if conn.execute("UPDATE judges SET revoked = 1 WHERE name = ?", (name,)).rowcount == 0:
+                raise QueueError(f"no judge named {name!r}")
+            # their unfinished slots go back to the queue
+            conn.execute("UPDATE slots SET status = 'open', judge = NULL, lease = NULL WHERE judge = ? AND status = 'assigned'", (name,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def login(self, token: str) -> Optional[Judge]:
+        """The judge a token belongs to, or None for a wrong or revoked token."""
+        if not token or len(token) > 200:
+            return None
+        row = self.store._conn().execute(
+            "SELECT name, admin, revoked, created FROM judges WHERE token_hash = ?", (hash_token(token.strip()),)
+        ).fetchone()
+        if row is None or row[2]:
+            return None
+        return Judge(row[0], bool(row[1]), False, row[3])
+
+    # slots
+    def enqueue(self, run: str, transcripts: Sequence[Transcript], judges_per_debate: int = 1, reveal: bool = False) -> int:
+        """Add `judges_per_debate` slots for each transcript (idempotent); returns how many are new."""
+        questions = self.store.questions(run)
+        now = time.time()
+        rows = []
+        for t in transcripts:
+            q = questions[t.question_id]
+            for k in range(judges_per_debate):
+                rows.append((stable_id("slot", run, t.id, k), run, t.id, k, story_key(q.passage, q.id), now, int(reveal)))
+        conn = self._tx()
+        try:
+            before = conn.execute("SELECT COUNT(*) FROM slots").fetchone()[0]
+            conn.executemany(
+                "INSERT OR IGNORE INTO slots (id, run, transcript_id, k, story, status, created, reveal) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+                rows,
+            )
+            after = conn.execute("SELECT COUNT(*) FROM slots").fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return after - before
+
+    def _slot(self, row) -> Slot:
+        return Slot(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(json.loads(row[7])), row[8], bool(row[9]))
+
+    _COLS = "id, run, transcript_id, k, status, judge, lease, beliefs, verdict_id, reveal"
+
+    def current(self, judge: str, now: Optional[float] = None) -> Optional[Slot]:
+        """The slot this judge holds and has not finished (and whose lease has not expired), if any."""
+        now = now or time.time()
+        row = self.store._conn().execute(
+            f"SELECT {self._COLS} FROM slots WHERE judge = ? AND status = 'assigned' AND assigned > ? ORDER BY assigned LIMIT 1",
+            (judge, now - SLOT_TIMEOUT_S),
+        ).fetchone()
+        return self._slot(row) if row else None
+
+    def take(self, judge: str, now: Optional[float] = None, timeout: float = SLOT_TIMEOUT_S) -> Optional[Slot]:
+        """Atomically assign the next slot to `judge` (their current one if they hold one)."""
+        now = now or time.time()
+        conn = self._tx()
+        try:
+            if conn.execute("SELECT revoked FROM judges WHERE name = ?", (judge,)).fetchone() in (None, (1,)):
+                raise QueueError("unknown or revoked judge")
+            held = conn.execute(
+                f"SELECT {self._COLS} FROM slots WHERE judge = ? AND status = 'assigned' AND assigned > ? LIMIT 1",
+                (judge, now - timeout),
+            ).fetchone()
+            if held:
+                conn.execute("COMMIT")
+                return self._slot(held)
+            row = conn.execute(
+                f"""SELECT {self._COLS} FROM slots s
+                WHERE (s.status = 'open' OR (s.status = 'assigned' AND s.assigned <= ?))
+                  AND s.story NOT IN (SELECT story FROM seen WHERE judge = ?)
+                ORDER BY s.created, s.k, s.id LIMIT 1""",
+                (now - timeout, judge),
+            ).fetchone()
+            if row is None:
+                conn.execute("COMMIT")
+                return None
+            lease = secrets.token_hex(8)
+            conn.execute("UPDATE slots SET status = 'assigned', judge = ?, lease = ?, assigned = ?, beliefs = '[]' WHERE id = ?",
+                         (judge, lease, now, row[0]))
+            story = conn.execute("SELECT story FROM slots WHERE id = ?", (row[0],)).fetchone()[0]
+            conn.execute("INSERT OR IGNORE INTO seen (judge, story) VALUES (?, ?)", (judge, story))  # read once, never again
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return self.slot(row[0])
+
+    def slot(self, slot_id: str) -> Slot:
+        row = self.store._conn().execute(f"SELECT {self._COLS} FROM slots WHERE id = ?", (slot_id,)).fetchone()
+        if row is None:
+            raise QueueError(f"no judging slot {slot_id}")
+        return self._slot(row)
+
+    def _check(self, conn, slot_id: str, judge: str, lease: str) -> tuple:
+        row = conn.execute("SELECT status, judge, lease, beliefs FROM slots WHERE id = ?", (slot_id,)).fetchone()
+        if row is None:
+            raise QueueError("this debate is not in the judging queue")
+        status, holder, current_lease, beliefs = row
+        if status == "done" and holder == judge and current_lease == lease:
+            raise QueueError("this debate's verdict was already submitted; nothing was changed")
+        if holder != judge or current_lease != lease or status != "assigned":
+            raise QueueError("this page is out of date: the debate was given to another judge after a timeout; load the next debate")
+        return json.loads(beliefs)
+
+    def add_belief(self, slot_id: str, judge: str, lease: str, turn: int, p_answer0: float) -> tuple[float, ...]:
+        """Store the judge's belief after turn `turn` (in order, once per turn)."""
+        _probability(p_answer0)
+        conn = self._tx()
+        try:
+            beliefs = self._check(conn, slot_id, judge, lease)
+            if turn != len(beliefs):
+                raise QueueError(f"belief for turn {turn + 1} was already given or is out of order; nothing was changed")
+            beliefs.append(float(p_answer0))
+            conn.execute("UPDATE slots SET beliefs = ? WHERE id = ?", (json.dumps(beliefs), slot_id))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return tuple(beliefs)
+
+    def submit(self, slot_id: str, judge: str, lease: str, p_answer0: float, reason: str, turns_required: int = 0) -> Verdict:
+        """The final verdict: stored as a verdict row, closing the slot, in one transaction."""
+        _probability(p_answer0)
+        if abs(p_answer0 - 0.5) < 1e-9:
+            raise QueueError("a final verdict must lean one way: 50/50 is not allowed")
+        reason = (reason or "").strip()
+        if len(reason) < 3:
+            raise QueueError("give a short reason for your verdict")
+        if len(reason) > 2000:
+            raise QueueError("keep the reason under 2000 characters")
+        conn = self._tx()
+        try:
+            beliefs = self._check(conn, slot_id, judge, lease)
+            if len(beliefs) < turns_required:
+                raise QueueError(f"give your belief after each turn first ({len(beliefs)} of {turns_required})")
+            run, t_id, q_id = conn.execute(
+                "SELECT s.run, s.transcript_id, t.question_id FROM slots s JOIN transcripts t ON t.id = s.transcript_id WHERE s.id = ?",
+                (slot_id,),
+            ).fetchone()
+            v = Verdict(
+                id=stable_id("verdict", run, t_id, HUMAN_JUDGE, slot_id), run=run, transcript_id=t_id, question_id=q_id,
+                judge=HUMAN_JUDGE, p_answer0=float(p_answer0), winner=0 if p_answer0 > 0.5 else 1,
+                raw=json.dumps({"judge_name": judge, "reason": reason, "slot": slot_id}), beliefs=tuple(beliefs),
+            )
+            from debate.store import _V_SQL, _v_rows
+
+            conn.executemany(_V_SQL, _v_rows([v]))
+            conn.execute("UPDATE slots SET status = 'done', verdict_id = ? WHERE id = ?", (v.id, slot_id))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return v
+
+    def queue_table(self, run: Optional[str] = None, now: Optional[float] = None) -> list[dict]:
+        """Slot counts per run: open, assigned (in progress), expired (back in the queue), done."""
+        now = now or time.time()
+        sql = "SELECT run, status, assigned FROM slots" + (" WHERE run = ?" if run else "")
+        counts: dict[str, dict] = {}
+        for r, status, assigned in self.store._conn().execute(sql, (run,) if run else ()).fetchall():
+            c = counts.setdefault(r, {"run": r, "open": 0, "in_progress": 0, "expired": 0, "done": 0})
+            if status == "assigned":
+                c["in_progress" if assigned > now - SLOT_TIMEOUT_S else "expired"] += 1
+            else:
+                c[status] += 1
+        return list(counts.values())
+
+
+def _probability(p: float) -> None:
+    if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0 or p != p:
+        raise QueueError(f"a probability must be between 0 and 1, got {p!r}")
