@@ -30,7 +30,9 @@ def test_one_round_tournament_with_the_embedded_model(tmp_path):
     protocols = "[{name: debate, rounds: 1, word_limit: 30}, {name: consultancy, rounds: 1, word_limit: 30}, {name: blind}]"
     cmd = [sys.executable, "-m", "ui.cli", "tournament", "--preset", "smoke", "--questions", "2", "--run", "emb",
            "--results", str(tmp_path), "--set", f"protocols={protocols}", "--set", "entries.0.max_new_tokens=40",
-           "--set", "entries.1.max_new_tokens=40", "--quiet"]
+           "--set", "entries.1.max_new_tokens=40", "--quiet",
+           # the untrained embedded judge: training the preset's judge takes minutes (tested in test_judge_train)
+           "--set", "policies.1.model=embedded", "--set", "judge.name=smollm-letters"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
