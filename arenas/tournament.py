@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
@@ -154,7 +154,7 @@ def run_tournament(
         policies = start_policies([cfg.policy(n) for n in sorted(needed)], cfg.ray)
     played = play(cfg, run, store, policies, progress)
     if cfg.judge.kind == "human":
-        from debate.human_queue import HumanQueue
+        from judges.human_queue import HumanQueue
 
         queued = HumanQueue(store).enqueue(run, store.transcripts(run, status="complete"), cfg.judge.judges_per_debate, cfg.judge.reveal)
         print(f"{queued} judging slots queued for human judges; start `debate ui` and add judges with `debate judges add NAME`")

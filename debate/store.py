@@ -130,6 +130,19 @@ class Store:
         speeches = self._speeches_by_transcript(run)
         return [_with_speeches(t, speeches.get(t.id, [])) for t in headers]
 
+    def transcript(self, transcript_id: str) -> Optional[Transcript]:
+        """One transcript with its speeches, without reading the whole run; None if absent."""
+        conn = self._conn()
+        row = conn.execute("SELECT json FROM transcripts WHERE id = ?", (transcript_id,)).fetchone()
+        if row is None:
+            return None
+        rows = conn.execute("SELECT json FROM speeches WHERE transcript_id = ? ORDER BY idx", (transcript_id,)).fetchall()
+        return _with_speeches(from_json(Transcript, row[0]), [from_json(Speech, r[0]) for r in rows])
+
+    def question(self, run: str, question_id: str) -> Optional[Question]:
+        row = self._conn().execute("SELECT json FROM questions WHERE run = ? AND id = ?", (run, question_id)).fetchone()
+        return from_json(Question, row[0]) if row else None
+
     def _speeches_by_transcript(self, run: str) -> dict[str, list[Speech]]:
         rows = self._conn().execute(
             "SELECT s.json FROM speeches s JOIN transcripts t ON s.transcript_id = t.id WHERE t.run = ? ORDER BY s.transcript_id, s.idx",

@@ -8,7 +8,6 @@ from arenas.presets import preset
 from debate.configs import (
     ConfigError,
     EntryConfig,
-    ProtocolConfig,
     TournamentConfig,
     apply_override,
     dump,

@@ -9,13 +9,13 @@ from typing import Callable, Optional, Sequence
 import pytest
 
 from arenas.schedule import round_robin
-from debate.backends.base import Done, GenRequest, GenResult, ScoreRequest, ScoreResult
+from debate.backends.base import Done, GenRequest, GenResult, ScoreRequest
 from debate.configs import EntryConfig
 from debate.engine import PROMPT_RESERVE_TOKENS, Debate, Engine
 from debate.prompts import load_prompts
 from debate.protocols import get_protocol
 from debate.quotes import QuoteRules
-from debate.records import Question, Seat, Transcript
+from debate.records import Question, Transcript
 from debate.store import Store
 
 PASSAGE = (

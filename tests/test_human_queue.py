@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from debate.human_queue import SLOT_TIMEOUT_S, HumanQueue, QueueError, hash_token
+from judges.human_queue import SLOT_TIMEOUT_S, HumanQueue, QueueError, hash_token
 from debate.records import Question, RunInfo, Seat, Speech, Transcript
 from debate.store import Store
 

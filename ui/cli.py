@@ -75,7 +75,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     report = build_report(store, args.run, judge=args.judge)
     print(format_report(report))
-    from debate.human_queue import HumanQueue
+    from judges.human_queue import HumanQueue
 
     for row in HumanQueue(store).queue_table(args.run):
         print(f"human judging queue: {row['done']} judged, {row['open']} waiting, {row['in_progress']} in progress, "
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from debate.configs import ConfigError
-    from debate.human_queue import QueueError
+    from judges.human_queue import QueueError
     from debate.questions import QuestionFileError
     from debate.store import StoreError
 

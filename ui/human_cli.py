@@ -15,13 +15,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Start the Streamlit app on the results folder (loopback unless --host is given)."""
     env = dict(os.environ, DEBATE_RESULTS=str(Path(args.results).resolve()))
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
-           "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+           "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "viewer", "--server.fileWatcherType", "none"]
     print(f"judging app on http://{args.host}:{args.port} (results: {args.results}); Ctrl-C stops it", flush=True)
     return subprocess.call(cmd, env=env)
 
 
 def cmd_judges(args: argparse.Namespace) -> int:
-    from debate.human_queue import HumanQueue
+    from judges.human_queue import HumanQueue
     from debate.store import Store
 
     queue = HumanQueue(Store(args.results))

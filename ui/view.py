@@ -86,7 +86,7 @@ def speech_html(speech: Speech, order: int) -> str:
     if speech.empty or not body.strip():
         body = "<em>(no argument)</em>"
     label = html.escape(role_label(speech.role, speech.side, order))
-    return f'<div class="speech"><strong>{label}:</strong> {body}</div>'
+    return f'<div class="speech" style="margin-bottom:0.6em"><strong>{label}:</strong> {body}</div>'
 
 
 def text_html(text: str) -> str:

@@ -1,0 +1,202 @@
+"""Admin pages (admin token only): leaderboard, judge accuracy and calibration, inter-annotator
+agreement, the judging queue, and full transcripts with the passage, the answer and every verdict."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+import streamlit as st
+
+from arenas.metrics import rate
+from arenas.report import build_report, plot_accuracy
+from debate.records import Verdict
+from debate.store import Store
+from ui.app import get_queue, get_store, require_user
+from ui.view import agreement, calibration_bins, judge_label, p_correct, speech_html, text_html
+
+
+def _choose_run(store: Store) -> Optional[str]:
+    runs = [r.name for r in store.runs()]
+    if not runs:
+        st.info("No runs in the store yet.")
+        return None
+    return st.selectbox("Run", runs, index=len(runs) - 1, key="admin_run")
+
+
+def _choose_judge(verdicts: list[Verdict]) -> Optional[str]:
+    judges = sorted({v.judge for v in verdicts})
+    if not judges:
+        st.info("No verdicts in this run yet.")
+        return None
+    return st.selectbox("Judge", judges, key="admin_judge")
+
+
+def leaderboard_page() -> None:
+    """Bradley-Terry ratings with bootstrap intervals for one run and judge."""
+    require_user(admin=True)
+    st.title("Leaderboard")
+    store = get_store()
+    run = _choose_run(store)
+    judge = _choose_judge(store.verdicts(run)) if run else None
+    if not judge:
+        return
+    report = build_report(store, run, judge=judge)
+    if not len(report.leaderboard):
+        st.info("No decided debates to rate yet.")
+        return
+    st.dataframe(report.leaderboard, hide_index=True)
+    st.caption("strength: Bradley-Terry log-strength with bootstrap 95% interval (low, high); Elo for display.")
+
+
+def accuracy_page() -> None:
+    """Judge accuracy by protocol (with a plot) and by judge, and the calibration of human judges."""
+    require_user(admin=True)
+    st.title("Accuracy")
+    store = get_store()
+    run = _choose_run(store)
+    if not run:
+        return
+    verdicts = store.verdicts(run)
+    judge = _choose_judge(verdicts)
+    if not judge:
+        return
+    report = build_report(store, run, judge=judge)
+    st.subheader(f"By protocol (judge {judge}, 95% Wilson intervals)")
+    st.dataframe(report.accuracy, hide_index=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = plot_accuracy(report, Path(tmp) / "accuracy.png")
+        if png:
+            st.image(png.read_bytes())
+    correct = _correct_answers(store, run)
+    st.subheader("By judge (human judges by name)")
+    st.dataframe(_by_judge(verdicts, correct), hide_index=True)
+    st.subheader("Calibration of human judges")
+    pairs = [(v.p_answer0, correct[v.transcript_id]) for v in verdicts if v.judge == "human" and v.p_answer0 is not None]
+    bins = calibration_bins(pairs)
+    if not bins:
+        st.info("No human verdicts yet.")
+        return
+    st.dataframe(pd.DataFrame([b.__dict__ for b in bins]), hide_index=True)
+    st.pyplot(_reliability_figure(bins))
+
+
+def _correct_answers(store: Store, run: str) -> dict[str, int]:
+    questions = store.questions(run)
+    return {t.id: questions[t.question_id].correct for t in store.transcripts(run)}
+
+
+def _by_judge(verdicts: list[Verdict], correct: dict[str, int]) -> pd.DataFrame:
+    groups: dict[str, list[float]] = {}
+    for v in verdicts:
+        p = p_correct(v, correct[v.transcript_id])
+        if p is not None:
+            groups.setdefault(judge_label(v), []).append(p)
+    rows = []
+    for name, ps in sorted(groups.items()):
+        r = rate(sum(p > 0.5 for p in ps), len(ps))
+        rows.append(dict(judge=name, n=r.n, accuracy=r.value, low=r.low, high=r.high))
+    return pd.DataFrame(rows)
+
+
+def _reliability_figure(bins):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.plot([0.5, 1.0], [0.5, 1.0], linestyle="--", color="grey", label="perfect calibration")
+    ax.plot([b.confidence for b in bins], [b.accuracy for b in bins], marker="o", label="human judges")
+    for b in bins:
+        ax.annotate(f"n={b.n}", (b.confidence, b.accuracy), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set_xlim(0.5, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("final probability of the chosen answer")
+    ax.set_ylabel("fraction correct")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def agreement_page() -> None:
+    """Pairwise agreement between human judges who judged the same debate."""
+    require_user(admin=True)
+    st.title("Agreement")
+    store = get_store()
+    run = _choose_run(store)
+    if not run:
+        return
+    human = store.verdicts(run, judge="human")
+    a = agreement(human)
+    if a.pairs == 0:
+        st.info("No debate has two or more human verdicts yet.")
+        return
+    st.metric("Pairwise agreement", f"{a.rate:.0%}", help=f"95% interval {a.low:.0%} to {a.high:.0%}")
+    st.dataframe(pd.DataFrame([a.__dict__]), hide_index=True)
+    rows = {}
+    for v in human:
+        rows.setdefault(v.transcript_id, []).append(f"{judge_label(v)}: {'-' if v.winner is None else 'answer ' + 'AB'[v.winner]}")
+    st.dataframe(pd.DataFrame([dict(transcript=k, verdicts=", ".join(x)) for k, x in rows.items() if len(x) > 1]), hide_index=True)
+
+
+def queue_page() -> None:
+    """Judging slots per run, and the registered judges (never their tokens)."""
+    require_user(admin=True)
+    st.title("Queue")
+    queue = get_queue()
+    table = queue.queue_table()
+    if table:
+        st.dataframe(pd.DataFrame(table), hide_index=True)
+    else:
+        st.info("The judging queue is empty.")
+    st.subheader("Judges")
+    st.dataframe(pd.DataFrame([dict(name=j.name, admin=j.admin, revoked=j.revoked) for j in queue.judges()]), hide_index=True)
+
+
+def transcripts_page() -> None:
+    """Any transcript of a run, with its passage, correct answer and verdicts."""
+    require_user(admin=True)
+    st.title("Transcripts")
+    store = get_store()
+    run = _choose_run(store)
+    if not run:
+        return
+    transcripts = store.transcripts(run)
+    if not transcripts:
+        st.info("No transcripts in this run.")
+        return
+    questions = store.questions(run)
+    labels = {t.id: f"{t.protocol} · {questions[t.question_id].question[:60]} · {t.id}" for t in transcripts}
+    tid = st.selectbox("Transcript", list(labels), format_func=labels.get, key="admin_transcript")
+    t = next(x for x in transcripts if x.id == tid)
+    q = questions[t.question_id]
+    st.markdown(text_html(q.question), unsafe_allow_html=True)
+    for i, ans in enumerate(q.answers):
+        mark = " (correct)" if i == q.correct else ""
+        st.markdown(text_html(f"{'AB'[i]}: {ans}{mark}"), unsafe_allow_html=True)
+    st.caption("Seats: " + ", ".join(f"{s.role} = {s.entry} for {'AB'[s.side]}" for s in t.seats) + f"; status {t.status}")
+    with st.expander("Passage", expanded=False):
+        st.markdown(text_html(q.passage or "(no passage)"), unsafe_allow_html=True)
+    for s in t.speeches:
+        head = html.escape(f"turn {s.turn + 1} · {s.entry}")
+        st.markdown(f"<div><small>{head}</small></div>" + speech_html(s, 0), unsafe_allow_html=True)
+    st.subheader("Verdicts")
+    rows = [dict(judge=judge_label(v), p_answer0=v.p_answer0, winner=v.winner, beliefs=str(list(v.beliefs)),
+                 error=v.error, raw=v.raw[:300]) for v in store.verdicts(run) if v.transcript_id == t.id]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+    else:
+        st.info("No verdicts yet.")
+
+
+PAGES: list[tuple[Callable[[], None], str, str]] = [
+    (leaderboard_page, "Leaderboard", "leaderboard"),
+    (accuracy_page, "Accuracy", "accuracy"),
+    (agreement_page, "Agreement", "agreement"),
+    (queue_page, "Queue", "queue"),
+    (transcripts_page, "Transcripts", "transcripts"),
+]
