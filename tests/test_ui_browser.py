@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -55,21 +56,20 @@ def server(tmp_path):
     store, queue, tokens = make_store(results, n=1)
     port = _free_port()
     log = tmp_path / "streamlit.log"
-    env = dict(os.environ, DEBATE_RESULTS=str(results))
-    cmd = [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    # the real verb: `debate ui` on a free loopback port (it runs Streamlit as its child)
+    cmd = [sys.executable, "-m", "ui.cli", "ui", "--port", str(port), "--host", "127.0.0.1", "--results", str(results)]
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_until_up(url, proc, log)
         yield url, store, tokens
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # the verb and its Streamlit child
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=20)
 
 
