@@ -116,7 +116,7 @@ class LetterScorer:
         return texts, torch.tensor(targets)
 
     def logits(self, texts: list[str], bf16: bool) -> torch.Tensor:
-        batch = self.backend.encode(texts, multiple_of=64)
+        batch = self.backend.encode(texts)
         device = self.backend.model.device
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with ctx:

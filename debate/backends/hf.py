@@ -81,10 +81,9 @@ class TransformersBackend:
         chat = [{"role": r, "content": c} for r, c in messages]
         return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt) + prefix
 
-    def encode(self, prompts: list[str], multiple_of: int | None = None) -> dict:
-        """Left-padded token tensors; `multiple_of` pads the length up to a bucket so that batches of
-        varying length reuse the same compiled CPU kernels (each new shape costs a kernel build)."""
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False, pad_to_multiple_of=multiple_of)
+    def encode(self, prompts: list[str]) -> dict:
+        """Left-padded token tensors on the model's device."""
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     @torch.inference_mode()
