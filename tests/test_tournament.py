@@ -102,3 +102,23 @@ def test_tournament_through_ray_actors(tiny_model_dir, tmp_path):
         assert ray.is_initialized()
     finally:
         ray.shutdown()
+
+
+def test_tournament_with_human_judges_queues_its_debates(tiny_model_dir, tiny_policy, tmp_path):
+    from judges.human_queue import HumanQueue
+
+    data = tiny_config(tiny_model_dir, tmp_path, n=1, protocols=[{"name": "debate", "rounds": 1}, {"name": "blind"}])
+    data["judge"] = {"name": "human", "kind": "human", "judges_per_debate": 2}
+    cfg = load_tournament(data)
+    result = run_tournament(cfg, run="h1", progress=False, policies={"p": tiny_policy})
+    assert result.judged == 0
+    queue = HumanQueue(result.store)
+    assert queue.queue_table("h1") == [{"run": "h1", "open": 6, "in_progress": 0, "expired": 0, "done": 0}]
+    for name in ("ann", "bob"):
+        queue.add_judge(name)
+        while (slot := queue.take(name)) is not None:
+            queue.submit(slot.id, name, slot.lease, 0.3, "the quotes favour the second answer")
+    # one story here, so each judge may judge only one of its three debates
+    assert queue.queue_table("h1")[0]["done"] == 2
+    report = build_report(result.store, "h1")
+    assert report.judge == "human" and report.accuracy.n.sum() == 2
