@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
@@ -66,6 +67,20 @@ def debater_messages(
     return (("system", t["system"].format(**fields)), ("user", t["user"].format(**fields)))
 
 
+_QUOTE_TAG = re.compile(r"<(v|u)_quote>(.*?)</\1_quote>", re.DOTALL)
+
+
+def mark_quotes(judge_text: str, prompts: dict) -> str:
+    """Quotes as the judge prompt shows them: the stored tags become plain, salient words."""
+    j = prompts["judge"]
+
+    def swap(m: re.Match) -> str:
+        key = "verified_quote" if m.group(1) == "v" else "unverified_quote"
+        return j[key].format(text=m.group(2)) if key in j else m.group(0)
+
+    return _QUOTE_TAG.sub(swap, judge_text)
+
+
 def judge_messages(
     prompts: dict,
     question: Question,
@@ -82,7 +97,8 @@ def judge_messages(
     lines = []
     for speech, text in speeches:
         letter = LETTERS[speech.side if order == 0 else 1 - speech.side]
-        lines.append(f"{_speaker(prompts, speech.role, letter)}: {text if not speech.empty else prompts['no_argument']}")
+        shown = mark_quotes(text, prompts) if not speech.empty else prompts["no_argument"]
+        lines.append(f"{_speaker(prompts, speech.role, letter)}: {shown}")
     transcript = j["transcript"].format(speeches="\n".join(lines)) if lines else j["no_speeches"]
     story = j["story"].format(passage=passage) if passage else ""
     user = j["user"].format(question=question.question, answer_a=shown[0], answer_b=shown[1], story=story, transcript=transcript)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 
-def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: int = 3, bf16: bool = True) -> dict:
+def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: int = 3, bf16: bool = False) -> dict:
     """Time `training_step` (prompt building, letter logits, loss, backward, AdamW step) against a plain
     `model(**batch)` forward over full logits and a backward pass on the same tokenized batch, in one process."""
     from debate.backends.hf import TransformersBackend

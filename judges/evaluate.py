@@ -59,18 +59,33 @@ def evaluate(judge: ModelJudge, sets: dict[str, list[Example]], progress: bool =
     return pd.DataFrame(rows)
 
 
-def test_sets(folder: Path, meta: dict) -> dict[str, list[Example]]:
-    """The held-out sets of a trained judge: templated, debater-generated (stored at training), blind."""
+def generated_test_set(folder: Path, cfg: Any, questions: list, progress: bool) -> list[Example]:
+    """Debates by the base model's debaters on the held-out questions; generated once, then read from
+    `test_generated.jsonl` in the judge's folder, so every evaluation judges the same debates."""
+    from debate.actors import LocalPolicy, PolicyServer
+    from debate.backends.hf import TransformersBackend
+    from debate.configs import PolicyConfig
+    from debate.embedded import resolve_model
+    from debate.records import to_dict
+    from judges.judge_data import generate_debates
+
+    path = folder / "test_generated.jsonl"
+    if not path.exists():
+        base = TransformersBackend(resolve_model(cfg.base_model), device=cfg.device, name="debater")
+        policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.base_model), backend=base))
+        made = generate_debates(questions, policy, cfg.debater_max_new_tokens, cfg.seed + 1, progress)
+        path.write_text("".join(json.dumps(to_dict(ex.case.transcript)) + "\n" for ex in made))
+    ts = [from_dict(Transcript, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return from_transcripts(ts, {q.id: q for q in questions}, DEBATE)
+
+
+def test_sets(folder: Path, meta: dict, progress: bool = False) -> dict[str, list[Example]]:
+    """The held-out sets of a trained judge: templated, debater-generated and blind."""
     from judges.train import JudgeTrainConfig, split_questions
 
     cfg = JudgeTrainConfig(**meta["config"])
     test_q = split_questions(cfg)["test"]
-    questions = {q.id: q for q in test_q}
-    generated = []
-    path = folder / "test_generated.jsonl"
-    if path.exists():
-        ts = [from_dict(Transcript, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-        generated = from_transcripts(ts, questions, DEBATE)
+    generated = generated_test_set(folder, cfg, test_q[cfg.test_questions :], progress) if cfg.generated_test else []
     out = {"templated": templated(test_q[: cfg.test_questions], cfg.seed)}
     if generated:
         out["generated"] = generated
@@ -89,7 +104,7 @@ def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: 
     if not (folder / "judge.json").exists():
         raise FileNotFoundError(f"no trained judge at {folder}; train one with `debate judge train --preset embedded`")
     meta = json.loads((folder / "judge.json").read_text())
-    sets = test_sets(folder, meta)
+    sets = test_sets(folder, meta, progress)
     models = [("trained", folder / "model")] + ([("base", resolve_model(meta["config"]["base_model"]))] if compare_base else [])
     frames = []
     for label, path in models:

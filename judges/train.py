@@ -40,6 +40,7 @@ class JudgeTrainConfig:
     base_model: str = "embedded"
     objective: str = "ce"
     method: str = "full"
+    train_layers: int = 0  # full method: train only the top N transformer layers (0 = all); lower ones frozen
     lora_r: int = 16
     lora_alpha: int = 32
     lr: float = 1e-4
@@ -57,7 +58,7 @@ class JudgeTrainConfig:
     val_seed: int = 102
     test_seed: int = 103
     seed: int = 0
-    bf16: bool = True  # autocast to bfloat16 (CPUs with AMX/AVX-512 BF16, and GPUs)
+    bf16: bool = False  # autocast to bfloat16; measured here: bf16 gradients could not even overfit 4 debates
     device: str = "auto"
     threads: int = 0
 
@@ -120,8 +121,13 @@ class LetterScorer:
         device = self.backend.model.device
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with ctx:
-            out = self.backend.model(**batch, logits_to_keep=1).logits[:, -1, :]
-        return out[:, self.letter_ids].float()
+            out = self.backend.model(**batch, logits_to_keep=1, output_hidden_states=True)
+        # The two letter logits in float32 from the final hidden state: bfloat16 logits of magnitude ~20
+        # are rounded to ~0.1, which drowns the small A-versus-B margin the loss has to move (measured:
+        # with bf16 logits the model could not even overfit 4 debates).
+        hidden = out.hidden_states[-1][:, -1, :].float()
+        weight = self.backend.model.get_output_embeddings().weight[self.letter_ids].float()
+        return hidden @ weight.T
 
 
 def judge_loss(objective: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -132,6 +138,21 @@ def judge_loss(objective: str, logits: torch.Tensor, targets: torch.Tensor) -> t
     reward0 = (margin[0::2] - margin[1::2]) / 2  # answer 0 is A in order 0 and B in order 1
     sign = torch.where(targets[0::2] == 0, 1.0, -1.0).to(logits.device)  # order-0 target is the correct answer
     return -F.logsigmoid(sign * reward0).mean()
+
+
+def freeze_below(model: Any, top: int) -> None:
+    """Train only the top `top` transformer layers and the final norm: the backward pass stops there,
+    which makes a float32 step on a CPU several times cheaper."""
+    layers = model.model.layers
+    if not 0 < top <= len(layers):
+        raise ConfigError(f"judge train train_layers: {top} is outside 1..{len(layers)}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for layer in layers[len(layers) - top :]:
+        for p in layer.parameters():
+            p.requires_grad_(True)
+    for p in model.model.norm.parameters():
+        p.requires_grad_(True)
 
 
 def _lora(model: Any, cfg: JudgeTrainConfig) -> Any:
@@ -169,22 +190,17 @@ def training_step(
 
 
 def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, list[Example]]:
-    """Templated and debater-generated examples for train, validation and test."""
+    """Templated and debater-generated examples for training, templated ones for validation.
+
+    The held-out test sets are built by `judges.evaluate` (the generated ones on first evaluation)."""
     from debate.actors import LocalPolicy, PolicyServer
     from debate.configs import PolicyConfig
 
     sets = split_questions(cfg)
-    train_q, test_q = sets["train"], sets["test"]
+    train_q = sets["train"]
     policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.base_model), backend=base))
     gen_train = generate_debates(train_q[cfg.train_questions :], policy, cfg.debater_max_new_tokens, cfg.seed, progress)
-    gen_test = generate_debates(test_q[cfg.test_questions :], policy, cfg.debater_max_new_tokens, cfg.seed + 1, progress)
-    return {
-        "train": templated(train_q[: cfg.train_questions], cfg.seed) + gen_train,
-        "val": templated(sets["val"], cfg.seed),
-        "test_templated": templated(test_q[: cfg.test_questions], cfg.seed),
-        "test_generated": gen_test,
-        "test_questions": test_q[: cfg.test_questions],
-    }
+    return {"train": templated(train_q[: cfg.train_questions], cfg.seed) + gen_train, "val": templated(sets["val"], cfg.seed)}
 
 
 def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path] = None, base: Any = None) -> Path:
@@ -199,6 +215,8 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
     model = base.model
     if cfg.method == "lora":
         base.model = model = _lora(model, cfg)
+    elif cfg.train_layers:
+        freeze_below(model, cfg.train_layers)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = random.Random(cfg.seed)
@@ -233,16 +251,11 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
 
 
 def _save(folder: Path, cfg: JudgeTrainConfig, base: Any, data: dict, history: list, val0: float, seconds: float) -> None:
-    from debate.records import to_dict
-
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "model").mkdir(parents=True)
     base.model.save_pretrained(tmp / "model")
     base.tokenizer.save_pretrained(tmp / "model")
-    with open(tmp / "test_generated.jsonl", "w") as f:
-        for ex in data["test_generated"]:
-            f.write(json.dumps(to_dict(ex.case.transcript)) + "\n")
     meta = {
         "name": cfg.name,
         "config": asdict(cfg),

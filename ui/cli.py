@@ -104,7 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         from judges.bench import bench_judge_train
 
-        bench_judge_train(model=args.model, repeats=args.repeats + 1, bf16=not args.fp32)
+        bench_judge_train(model=args.model, repeats=args.repeats + 1, bf16=args.bf16)
     return 0
 
 
@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks, printed as one JSON line with a ratio against a baseline")
     b.add_argument("what", choices=["engine", "judge-train"])
-    b.add_argument("--fp32", action="store_true", help="judge-train: no bfloat16 autocast")
+    b.add_argument("--bf16", action="store_true", help="judge-train: bfloat16 autocast (default float32, as the preset trains)")
     b.add_argument("--batch", type=int, default=16)
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--repeats", type=int, default=2)
