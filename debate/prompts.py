@@ -97,8 +97,8 @@ def judge_messages(
     lines = []
     for speech, text in speeches:
         letter = LETTERS[speech.side if order == 0 else 1 - speech.side]
-        shown = mark_quotes(text, prompts) if not speech.empty else prompts["no_argument"]
-        lines.append(f"{_speaker(prompts, speech.role, letter)}: {shown}")
+        body = mark_quotes(text, prompts) if not speech.empty else prompts["no_argument"]
+        lines.append(f"{_speaker(prompts, speech.role, letter)}: {body}")
     transcript = j["transcript"].format(speeches="\n".join(lines)) if lines else j["no_speeches"]
     story = j["story"].format(passage=passage) if passage else ""
     user = j["user"].format(question=question.question, answer_a=shown[0], answer_b=shown[1], story=story, transcript=transcript)

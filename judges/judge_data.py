@@ -66,10 +66,11 @@ def _argument(rng: random.Random, templates: Sequence[str], quote: str, answer: 
     return " ".join([text, *extra])
 
 
-def templated(questions: Sequence[Question], seed: int, rules: QuoteRules = QuoteRules("tags")) -> list[Example]:
+def templated(questions: Sequence[Question], seed: int, rules: QuoteRules = QuoteRules("tags", max_edit_ratio=0.0)) -> list[Example]:
     """One templated debate per question: the honest side quotes the deciding sentence (verified); the
     dishonest side quotes the sentence about another object (verified but beside the point) or an
-    invented sentence (unverified). Who speaks first, the phrasing and the length are random by seed."""
+    invented sentence (unverified; exact matching, since an invented sentence differs from a true one
+    by the answer alone, which fuzzy repair would mend). Who speaks first, the phrasing and the length are random by seed."""
     out = []
     for q in questions:
         rng = random.Random(f"{seed}:{q.id}")

@@ -121,13 +121,8 @@ class LetterScorer:
         device = self.backend.model.device
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         with ctx:
-            out = self.backend.model(**batch, logits_to_keep=1, output_hidden_states=True)
-        # The two letter logits in float32 from the final hidden state: bfloat16 logits of magnitude ~20
-        # are rounded to ~0.1, which drowns the small A-versus-B margin the loss has to move (measured:
-        # with bf16 logits the model could not even overfit 4 debates).
-        hidden = out.hidden_states[-1][:, -1, :].float()
-        weight = self.backend.model.get_output_embeddings().weight[self.letter_ids].float()
-        return hidden @ weight.T
+            out = self.backend.model(**batch, logits_to_keep=1).logits[:, -1, :]
+        return out[:, self.letter_ids].float()
 
 
 def judge_loss(objective: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

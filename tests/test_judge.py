@@ -284,7 +284,7 @@ def test_judge_sees_marked_quotes_and_empty_speeches() -> None:
     pol = ScriptedJudgePolicy(probs=favour0(case.question))
     ModelJudge("j", pol, PROMPTS).judge([case])
     u = {shown_order(r.messages, case.question): dict(r.messages)["user"] for r in pol.score_calls[0]}[0]
-    assert "Debater for A: x <v_quote>hung in the cellar</v_quote>" in u
+    assert 'Debater for A: x (VERIFIED quote: "hung in the cellar")' in u
     assert "Debater for B: (no argument given)" in u
     assert "<quote>" not in u
 
