@@ -35,12 +35,17 @@ def _choose_judge(verdicts: list[Verdict]) -> Optional[str]:
     return st.selectbox("Judge", judges, key="admin_judge")
 
 
+def _admin_run_page(title: str):
+    """The admin check, the page title and the chosen run (None when there is none)."""
+    require_user(admin=True)
+    st.title(title)
+    store = get_store()
+    return store, _choose_run(store)
+
+
 def leaderboard_page() -> None:
     """Bradley-Terry ratings with bootstrap intervals for one run and judge."""
-    require_user(admin=True)
-    st.title("Leaderboard")
-    store = get_store()
-    run = _choose_run(store)
+    store, run = _admin_run_page("Leaderboard")
     judge = _choose_judge(store.verdicts(run)) if run else None
     if not judge:
         return
@@ -54,10 +59,7 @@ def leaderboard_page() -> None:
 
 def accuracy_page() -> None:
     """Judge accuracy by protocol (with a plot) and by judge, and the calibration of human judges."""
-    require_user(admin=True)
-    st.title("Accuracy")
-    store = get_store()
-    run = _choose_run(store)
+    store, run = _admin_run_page("Accuracy")
     if not run:
         return
     verdicts = store.verdicts(run)
@@ -124,10 +126,7 @@ def _reliability_figure(bins):
 
 def agreement_page() -> None:
     """Pairwise agreement between human judges who judged the same debate."""
-    require_user(admin=True)
-    st.title("Agreement")
-    store = get_store()
-    run = _choose_run(store)
+    store, run = _admin_run_page("Agreement")
     if not run:
         return
     human = store.verdicts(run, judge="human")
@@ -159,10 +158,7 @@ def queue_page() -> None:
 
 def transcripts_page() -> None:
     """Any transcript of a run, with its passage, correct answer and verdicts."""
-    require_user(admin=True)
-    st.title("Transcripts")
-    store = get_store()
-    run = _choose_run(store)
+    store, run = _admin_run_page("Transcripts")
     if not run:
         return
     transcripts = store.transcripts(run)
