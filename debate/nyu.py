@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from debate.questions import detokenize_with_offsets, span_text
 from debate.records import Question, Quote, RunInfo, Seat, Speech, Transcript, Verdict, stable_id
@@ -217,8 +217,3 @@ def import_nyu(path: str | Path, store: Store, run: str = "nyu") -> ImportSummar
         summary.quotes += sum(len(s.quotes) for s in t.speeches)
         summary.verdicts += len(verdicts)
     return summary
-
-
-def nyu_run_path(store: Store, run: str) -> Optional[str]:
-    info = store.run(run)
-    return json.loads(info.config).get("path") if info.kind == "import-nyu" else None

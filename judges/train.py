@@ -187,7 +187,7 @@ def training_step(
 def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, list[Example]]:
     """Templated and debater-generated examples for training, templated ones for validation.
 
-    The held-out test sets are built by `judges.evaluate` (the generated ones on first evaluation)."""
+    The held-out test sets are built by `arenas.judge_eval` (the generated ones on first evaluation)."""
     from debate.actors import LocalPolicy, PolicyServer
     from debate.configs import PolicyConfig
 

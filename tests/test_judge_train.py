@@ -96,7 +96,7 @@ def test_lora_trains_only_the_adapter(fresh_backend):
 def test_train_store_and_evaluate_a_tiny_judge(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
     from debate.embedded import resolve_model
-    from judges.evaluate import evaluate_trained
+    from arenas.judge_eval import evaluate_trained
 
     cfg = JudgeTrainConfig(name="tiny", base_model=str(tiny_model_dir), train_questions=8, val_questions=4, test_questions=6,
                            generated_train=2, generated_test=2, debater_max_new_tokens=6, epochs=1, bf16=False)

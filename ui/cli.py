@@ -149,7 +149,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
     import json
 
     from debate.embedded import judge_dir
-    from judges.evaluate import evaluate_trained, format_eval
+    from arenas.judge_eval import evaluate_trained, format_eval
 
     folder = Path(args.name) if Path(args.name).is_dir() else judge_dir(args.name)
     table = evaluate_trained(str(folder), compare_base=args.compare_base, progress=not args.quiet)

@@ -75,10 +75,6 @@ def messages(*pairs: tuple[str, str]) -> Messages:
     return tuple((r, c) for r, c in pairs)
 
 
-class Future(Protocol):
-    def result(self) -> Any: ...
-
-
 class Done:
     """An already-computed result with the interface of a pending one."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -93,7 +93,7 @@ def test_sets(folder: Path, meta: dict, progress: bool = False) -> dict[str, lis
     return out
 
 
-def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: bool = True, backend: Optional[Any] = None) -> pd.DataFrame:
+def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: bool = True) -> pd.DataFrame:
     """Evaluate a stored judge (and optionally its base model) on its held-out sets."""
     from debate.actors import LocalPolicy, PolicyServer
     from debate.backends.hf import TransformersBackend
@@ -108,7 +108,7 @@ def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: 
     models = [("trained", folder / "model")] + ([("base", resolve_model(meta["config"]["base_model"]))] if compare_base else [])
     frames = []
     for label, path in models:
-        b = backend if (backend is not None and label == "trained") else TransformersBackend(path, device=meta["config"].get("device", "auto"))
+        b = TransformersBackend(path, device=meta["config"].get("device", "auto"))
         policy = LocalPolicy(PolicyServer(PolicyConfig(label, model=str(path)), backend=b))
         judge = ModelJudge(f"{meta['name']}:{label}", policy, load_prompts("default"))
         df = evaluate(judge, sets, progress)
