@@ -119,11 +119,16 @@ def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: 
     return table
 
 
+def _layers(config: dict) -> str:
+    top = config.get("train_layers", 0)
+    return f" of the top {top} layers" if top and config.get("method") == "full" else ""
+
+
 def format_eval(table: pd.DataFrame, meta: dict) -> str:
     seeds = meta["data"]["seeds"]
     head = (
         f"judge {meta['name']} (base {meta['config']['base_model']}, objective {meta['config']['objective']}, "
-        f"{meta['config']['method']} fine-tune)\nheld-out questions: seed {seeds['test']}; trained on seed {seeds['train']}, "
+        f"{meta['config']['method']} fine-tune{_layers(meta['config'])})\nheld-out questions: seed {seeds['test']}; trained on seed {seeds['train']}, "
         f"validated on seed {seeds['validation']}: {meta['data']['disjoint']}\n"
         "kinds: templated (honest quotes the deciding sentence), generated (debates by the base model's debaters: "
         "the number that matters), blind (question and answers only; a sound judge is near 0.5)\n"

@@ -9,34 +9,54 @@ import torch
 import torch.nn.functional as F
 
 
-def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: int = 3, bf16: bool = False) -> dict:
-    """Time `training_step` (prompt building, letter logits, loss, backward, AdamW step) against a plain
-    `model(**batch)` forward over full logits and a backward pass on the same tokenized batch, in one process."""
+def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: int = 3, bf16: bool = False, train_layers: int = 0) -> dict:
+    """Time `training_step` (prompt building, letter logits, loss, backward, clipping, AdamW step) against a
+    plain `model(**batch)` forward over full logits and a backward pass on the same tokenized batch, in one
+    process. With `train_layers` N the step is the preset's: top N layers on stored lower-layer states; the
+    one-time cost of storing the batch's states is reported beside it (`lower_once_s`)."""
     from debate.backends.hf import TransformersBackend
     from debate.embedded import resolve_model
     from debate.prompts import load_prompts
     from debate.synthetic import generate
     from judges.judge_data import templated
-    from judges.train import JudgeTrainConfig, LetterScorer, training_step
+    from judges.frozen_prefix import FrozenPrefix
+    from judges.train import JudgeTrainConfig, LetterScorer, freeze_below, training_step
 
     backend = TransformersBackend(resolve_model(model), device="cpu")
-    cfg = JudgeTrainConfig(bf16=bf16, batch_debates=batch_debates)
+    cfg = JudgeTrainConfig(bf16=bf16, batch_debates=batch_debates, train_layers=train_layers)
     examples = templated(generate(batch_debates, seed=999), seed=0)
     scorer = LetterScorer(backend, load_prompts("default"))
     texts, targets = scorer.texts(examples)
     batch = backend.encode(texts)
     m = backend.model
+    prefix, lower_s = None, 0.0
+    if train_layers:
+        freeze_below(m, train_layers)
+        prefix = FrozenPrefix(scorer, train_layers)
+        t = time.perf_counter()
+        prefix.add(examples)
+        lower_s = time.perf_counter() - t
     m.train()
-    optimizer = torch.optim.AdamW(m.parameters(), lr=1e-6)
+    optimizer = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-6)
 
-    def plain() -> None:
+    trained = [p.requires_grad for p in m.parameters()]
+
+    def plain() -> None:  # the whole model trainable, as a plain fine-tune would run it
+        for p in m.parameters():
+            p.requires_grad_(True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = m(**batch).logits[:, -1, :]
         F.cross_entropy(logits.float()[:, scorer.letter_ids], targets).backward()
         m.zero_grad(set_to_none=True)
+        for p, flag in zip(m.parameters(), trained):
+            p.requires_grad_(flag)
 
     def ours() -> None:
-        training_step(scorer, optimizer, examples, cfg)
+        if prefix is None:
+            training_step(scorer, optimizer, examples, cfg)
+            return
+        with prefix.upper():
+            training_step(scorer, optimizer, examples, cfg, prefix=prefix)
 
     times = {"plain": [], "step": []}
     plain()  # warm-up both paths once
@@ -49,8 +69,10 @@ def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: 
     best = {k: min(v) for k, v in times.items()}
     line = {
         "bench": "judge-train", "model": model, "prompts": len(texts), "tokens": int(batch["input_ids"].numel()),
-        "bf16": bf16, "repeats": repeats, "step_s": round(best["step"], 3), "plain_fwd_bwd_s": round(best["plain"], 3),
+        "bf16": bf16, "train_layers": train_layers, "repeats": repeats, "step_s": round(best["step"], 3), "plain_fwd_bwd_s": round(best["plain"], 3),
         "ratio": round(best["plain"] / best["step"], 3),
     }
+    if prefix is not None:
+        line["lower_once_s"] = round(lower_s, 3)
     print(json.dumps(line), flush=True)
     return line

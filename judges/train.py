@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from debate.configs import ConfigError
 from debate.embedded import judge_dir, resolve_model
 from debate.prompts import load_prompts
+from judges.frozen_prefix import FrozenPrefix
 from judges.judge_data import Example, generate_debates, templated
 from judges.model_judge import CANDIDATES, _pairs
 
@@ -58,6 +59,10 @@ class JudgeTrainConfig:
     val_seed: int = 102
     test_seed: int = 103
     seed: int = 0
+    cache_lower: bool = True  # with train_layers: run the frozen lower layers once per prompt, steps run the top only
+    lower_bf16: bool = True  # cache_lower: the lower layers' one pass under bfloat16 autocast (states stored in float32)
+    warmup_steps: int = 10  # linear warm-up, then cosine decay to zero over the remaining steps
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
     bf16: bool = False  # autocast to bfloat16; measured here: bf16 gradients could not even overfit 4 debates
     device: str = "auto"
     threads: int = 0
@@ -71,6 +76,8 @@ class JudgeTrainConfig:
             raise ConfigError(f"judge train orders: unknown {self.orders!r}; known: both, alternate")
         if self.objective == "bt" and self.orders != "both":
             raise ConfigError("judge train: objective bt compares the two orders of a debate, so it needs orders: both")
+        if self.cache_lower and self.train_layers and self.bf16:
+            raise ConfigError("judge train: cache_lower stores float32 states; set bf16: false or cache_lower: false")
         if len({self.train_seed, self.val_seed, self.test_seed}) != 3:
             raise ConfigError("judge train: train_seed, val_seed and test_seed must differ (disjoint question sets)")
 
@@ -159,29 +166,57 @@ def _lora(model: Any, cfg: JudgeTrainConfig) -> Any:
     return get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, lora_dropout=0.0))
 
 
+def batch_logits(
+    scorer: LetterScorer, examples: Sequence[Example], orders: Optional[Sequence[int]] = None, bf16: bool = False,
+    prefix: Optional[FrozenPrefix] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Letter logits and correct letters for a batch: from the prompts, or from stored lower-layer states."""
+    if prefix is None:
+        texts, targets = scorer.texts(examples, orders)
+        return scorer.logits(texts, bf16), targets
+    states, targets = prefix.rows(examples, orders)
+    return prefix.logits(states), targets
+
+
 @torch.no_grad()
-def accuracy_on(scorer: LetterScorer, examples: Sequence[Example], bf16: bool, batch: int = 8) -> float:
+def accuracy_on(scorer: LetterScorer, examples: Sequence[Example], bf16: bool, batch: int = 8, prefix: Optional[FrozenPrefix] = None) -> float:
     """Fraction of debates whose order-averaged probability of the correct answer exceeds 0.5."""
     correct = 0
     for k in range(0, len(examples), batch):
-        chunk = examples[k : k + batch]
-        texts, targets = scorer.texts(chunk)
-        p = torch.softmax(scorer.logits(texts, bf16), dim=-1)
+        logits, targets = batch_logits(scorer, examples[k : k + batch], bf16=bf16, prefix=prefix)
+        p = torch.softmax(logits, dim=-1)
         p_right = p[torch.arange(len(targets)), targets.to(p.device)]
         correct += int(((p_right[0::2] + p_right[1::2]) / 2 > 0.5).sum())
     return correct / max(1, len(examples))
 
 
 def training_step(
-    scorer: LetterScorer, optimizer: Any, examples: Sequence[Example], cfg: JudgeTrainConfig, orders: Optional[Sequence[int]] = None
+    scorer: LetterScorer, optimizer: Any, examples: Sequence[Example], cfg: JudgeTrainConfig, orders: Optional[Sequence[int]] = None,
+    prefix: Optional[FrozenPrefix] = None, scheduler: Any = None,
 ) -> float:
     """One update; `orders` gives one presentation order per debate (ce only), else both orders are used."""
-    texts, targets = scorer.texts(examples, orders)
-    loss = judge_loss(cfg.objective, scorer.logits(texts, cfg.bf16), targets)
+    logits, targets = batch_logits(scorer, examples, orders, cfg.bf16, prefix)
+    loss = judge_loss(cfg.objective, logits, targets)
     loss.backward()
+    if cfg.max_grad_norm > 0:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach().item()
+
+
+def warmup_cosine(optimizer: Any, warmup: int, total: int) -> Any:
+    """Linear warm-up over `warmup` steps, then cosine decay to zero at `total`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, list[Example]]:
@@ -208,38 +243,49 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
     data = build_data(cfg, base, progress)
     scorer = LetterScorer(base, load_prompts("default"))
     model = base.model
+    prefix = None
     if cfg.method == "lora":
         base.model = model = _lora(model, cfg)
     elif cfg.train_layers:
         freeze_below(model, cfg.train_layers)
-    model.train()
+        if cfg.cache_lower:
+            prefix = FrozenPrefix(scorer, cfg.train_layers, bf16=cfg.lower_bf16)
+            model.eval()
+            prefix.add(data["train"] + data["val"], desc="lower layers, once a prompt", progress=progress)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     rng = random.Random(cfg.seed)
     train = list(data["train"])
     order_seed = {id(ex): rng.randint(0, 1) for ex in train}
     steps_per_epoch = math.ceil(len(train) / cfg.batch_debates)
+    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, steps_per_epoch * cfg.epochs)
     bar = tqdm(total=steps_per_epoch * cfg.epochs, desc=f"training judge {cfg.name}", unit="step", disable=not progress, dynamic_ncols=True)
     history = []
-    model.eval()
-    val0 = accuracy_on(scorer, data["val"], cfg.bf16)
-    model.train()
-    for epoch in range(cfg.epochs):
-        rng.shuffle(train)
-        losses = []
-        for k in range(0, len(train), cfg.batch_debates):
-            chunk = train[k : k + cfg.batch_debates]
-            # alternate: each debate in one order this epoch and in the other order the next
-            orders = None if cfg.orders == "both" else [(epoch + order_seed[id(ex)]) % 2 for ex in chunk]
-            losses.append(training_step(scorer, optimizer, chunk, cfg, orders))
-            bar.update(1)
-            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+    with prefix.upper() if prefix else nullcontext():
         model.eval()
-        history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "val_accuracy": accuracy_on(scorer, data["val"], cfg.bf16)})
+        val0 = accuracy_on(scorer, data["val"], cfg.bf16, prefix=prefix)
         model.train()
+        for epoch in range(cfg.epochs):
+            rng.shuffle(train)
+            losses = []
+            for k in range(0, len(train), cfg.batch_debates):
+                chunk = train[k : k + cfg.batch_debates]
+                # alternate: each debate in one order this epoch and in the other order the next
+                orders = None if cfg.orders == "both" else [(epoch + order_seed[id(ex)]) % 2 for ex in chunk]
+                losses.append(training_step(scorer, optimizer, chunk, cfg, orders, prefix, scheduler))
+                bar.update(1)
+                bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
+            model.eval()
+            val = accuracy_on(scorer, data["val"], cfg.bf16, prefix=prefix)
+            history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "val_accuracy": val})
+            bar.write(f"epoch {epoch + 1}: loss {history[-1]['loss']:.3f}, validation accuracy {val:.3f} (before training {val0:.3f})")
+            model.train()
     bar.close()
     model.eval()
     if cfg.method == "lora":
         base.model = model = model.merge_and_unload()
+    if prefix is not None:  # the judge runs the whole float32 model: measure it that way too
+        history[-1]["val_accuracy_full_model"] = accuracy_on(scorer, data["val"], cfg.bf16)
+        bar.write(f"validation accuracy of the whole model: {history[-1]['val_accuracy_full_model']:.3f}")
     folder = out or judge_dir(cfg.name)
     _save(folder, cfg, base, data, history, val0, time.perf_counter() - start)
     return folder

@@ -127,11 +127,64 @@ def test_embedded_judge_trains_a_few_steps_on_real_data(tmp_path, monkeypatch):
 
     ensure_embedded()  # the shared cache of the embedded model
     cfg = JudgeTrainConfig(name="few", train_questions=8, val_questions=4, test_questions=4, generated_train=1,
-                           generated_test=1, debater_max_new_tokens=16, epochs=1)
+                           generated_test=1, debater_max_new_tokens=16, epochs=1, train_layers=6)  # the preset's path
     folder = train_judge(cfg, progress=False, out=tmp_path / "few")
     meta = json.loads((folder / "judge.json").read_text())
     assert meta["data"]["train_examples"] == 8 + 2
     assert math.isfinite(meta["metrics"]["epochs"][0]["loss"])
+    assert 0 <= meta["metrics"]["epochs"][0]["val_accuracy_full_model"] <= 1
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(str(folder / "model")).config.num_hidden_layers == 30
+
+
+def test_stored_lower_layer_states_give_the_same_letter_logits(fresh_backend):
+    from judges.frozen_prefix import FrozenPrefix
+    from judges.train import batch_logits
+
+    examples = templated(generate(5, seed=11), seed=0)  # prompts of different lengths: padding differs per batch
+    scorer = LetterScorer(fresh_backend, load_prompts("default"))
+    fresh_backend.model.eval()
+    with torch.no_grad():
+        direct, targets = batch_logits(scorer, examples)
+        prefix = FrozenPrefix(scorer, top=1)
+        prefix.add(examples, batch=2)
+        with prefix.upper():
+            stored, stored_targets = batch_logits(scorer, examples[::-1], prefix=prefix)
+    assert len(fresh_backend.model.model.layers) == 2  # restored after the cut
+    n = len(examples)
+    order = [r for d in reversed(range(n)) for r in (2 * d, 2 * d + 1)]
+    assert torch.equal(stored_targets, targets[order])
+    assert torch.allclose(stored, direct[order], atol=1e-4), (stored, direct[order])
+
+
+def test_top_layer_training_on_stored_states_changes_only_the_top(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = JudgeTrainConfig(name="top", base_model=str(tiny_model_dir), train_questions=8, val_questions=4, test_questions=4,
+                           generated_train=1, generated_test=1, debater_max_new_tokens=6, epochs=3, lr=1e-2,
+                           train_layers=1, cache_lower=True)
+    folder = train_judge(cfg, progress=False, out=tmp_path / "top")
+    before = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(str(folder / "model")).state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm.")) for k in changed), changed
+    epochs = json.loads((folder / "judge.json").read_text())["metrics"]["epochs"]
+    assert len(epochs) == 3 and epochs[-1]["loss"] < epochs[0]["loss"]
+
+
+def test_cached_lower_layers_refuse_bf16():
+    with pytest.raises(ConfigError, match="cache_lower"):
+        JudgeTrainConfig(train_layers=4, bf16=True)
+
+
+@pytest.mark.parametrize("train_layers", [0, 1])
+def test_bench_judge_train_prints_both_timings_and_their_ratio(tiny_model_dir, capsys, train_layers):
+    from judges.bench import bench_judge_train
+
+    line = bench_judge_train(model=str(tiny_model_dir), batch_debates=2, repeats=1, train_layers=train_layers)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == line and line["prompts"] == 4 and line["train_layers"] == train_layers
+    assert line["step_s"] > 0 and line["plain_fwd_bwd_s"] > 0
+    assert line["ratio"] > 0  # plain / step, from unrounded times
+    assert ("lower_once_s" in line) == bool(train_layers)

@@ -104,7 +104,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         from judges.bench import bench_judge_train
 
-        bench_judge_train(model=args.model, repeats=args.repeats + 1, bf16=args.bf16)
+        bench_judge_train(model=args.model, repeats=args.repeats + 1, bf16=args.bf16, train_layers=args.train_layers)
     return 0
 
 
@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks, printed as one JSON line with a ratio against a baseline")
     b.add_argument("what", choices=["engine", "judge-train"])
     b.add_argument("--bf16", action="store_true", help="judge-train: bfloat16 autocast (default float32, as the preset trains)")
+    b.add_argument("--train-layers", type=int, default=6,
+                   help="judge-train: train the top N layers on stored lower-layer states, as the embedded preset does (0: the whole model)")
     b.add_argument("--batch", type=int, default=16)
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--repeats", type=int, default=2)

@@ -1,0 +1,95 @@
+"""Training only the top layers of a judge, with the frozen lower layers run once per prompt.
+
+With `train_layers: N` the lower layers never change, so their output for a prompt is the same at
+every step and epoch. `FrozenPrefix` computes it once (no gradients) and keeps it; a training step then
+runs only the top N layers, the final norm and the two letter logits. Measured here on the embedded
+model (30 layers, 8 trained): a step of 4 debates in both orders costs ~2.1 s instead of ~8.5 s for a
+full float32 step, which buys the several hundred steps the judge needs to learn within the time budget.
+The lower layers may run under bfloat16 autocast (`lower_bf16`, ~2.5x faster here); only their output
+is rounded, the trained layers and their gradients stay float32, and training records the validation
+accuracy of the whole float32 model at the end, the way the judge will run.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from judges.judge_data import Example
+
+
+class FrozenPrefix:
+    """Per (debate, order): the hidden states entering the top `top` layers, unpadded."""
+
+    def __init__(self, scorer: Any, top: int, bf16: bool = False) -> None:
+        self.scorer = scorer
+        self.model = scorer.backend.model
+        self.layers = self.model.model.layers
+        self.top = top
+        self.bf16 = bf16  # run the lower layers under bfloat16 autocast (states kept in float32)
+        self.split = len(self.layers) - top
+        self.states: dict[tuple[str, int], torch.Tensor] = {}
+
+    @contextmanager
+    def _lower(self) -> Iterator[None]:
+        """The model cut to its frozen lower layers, without the final norm."""
+        inner = self.model.model
+        norm = inner.norm
+        inner.layers, inner.norm = self.layers[: self.split], torch.nn.Identity()
+        try:
+            yield
+        finally:
+            inner.layers, inner.norm = self.layers, norm
+
+    @contextmanager
+    def upper(self) -> Iterator[None]:
+        """The model cut to its trained top layers (for steps on stored states); restored after."""
+        inner = self.model.model
+        inner.layers = self.layers[self.split :]
+        try:
+            yield
+        finally:
+            inner.layers = self.layers
+
+    @torch.no_grad()
+    def add(self, examples: Sequence[Example], batch: int = 8, desc: str = "", progress: bool = False) -> None:
+        """Run the lower layers once over every example in both orders and keep the states."""
+        todo = [ex for ex in examples if (ex.case.transcript.id, 0) not in self.states]
+        bar = tqdm(total=len(todo), desc=desc or "lower layers", unit="debate", disable=not progress, dynamic_ncols=True)
+        autocast = torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        with self._lower(), autocast:
+            for k in range(0, len(todo), batch):
+                chunk = todo[k : k + batch]
+                texts, _ = self.scorer.texts(chunk)
+                enc = self.scorer.backend.encode(texts)
+                hidden = self.model.model(**enc, use_cache=False).last_hidden_state
+                lengths = enc["attention_mask"].sum(dim=1).tolist()
+                for r, n in enumerate(lengths):
+                    ex = chunk[r // 2]
+                    self.states[(ex.case.transcript.id, r % 2)] = hidden[r, hidden.shape[1] - int(n) :].float().clone()
+                bar.update(len(chunk))
+        bar.close()
+
+    def rows(self, examples: Sequence[Example], orders: Optional[Sequence[int]] = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Stored states in the order `LetterScorer.texts` would give the prompts, and the correct letters."""
+        states, targets = [], []
+        for k, ex in enumerate(examples):
+            c = ex.case.question.correct
+            for order in ((0, 1) if orders is None else (orders[k],)):
+                states.append(self.states[(ex.case.transcript.id, order)])
+                targets.append(c if order == 0 else 1 - c)
+        return states, torch.tensor(targets)
+
+    def logits(self, states: list[torch.Tensor]) -> torch.Tensor:
+        """Letter logits from stored states: left-padded, run through the top layers (call inside `upper`)."""
+        width = max(h.shape[0] for h in states)
+        x = states[0].new_zeros(len(states), width, states[0].shape[1])
+        mask = torch.zeros(len(states), width, dtype=torch.long, device=x.device)
+        for r, h in enumerate(states):
+            x[r, width - h.shape[0] :] = h
+            mask[r, width - h.shape[0] :] = 1
+        out = self.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+        return out[:, self.scorer.letter_ids].float()
