@@ -4,7 +4,8 @@ Each debate is presented in both orders within a batch. Objectives:
 - ce: cross-entropy over the two answer letters at the answer position, per order;
 - bt: Bradley-Terry over the two answers, with the reward of answer 0 the letter-logit margin averaged
   over both orders (the reward-model form, ready for preference pairs such as human verdicts).
-Full fine-tune or LoRA (merged for inference). The judge is stored with its config, data seeds and
+Full fine-tune, the top N layers only (`train_layers`; the frozen lower layers then run once per prompt,
+see judges/frozen_prefix.py), or LoRA (merged for inference). The judge is stored with its config, data seeds and
 metrics under the cache, and a tournament names it as `model: judge:NAME`.
 """
 
@@ -76,6 +77,8 @@ class JudgeTrainConfig:
             raise ConfigError(f"judge train orders: unknown {self.orders!r}; known: both, alternate")
         if self.objective == "bt" and self.orders != "both":
             raise ConfigError("judge train: objective bt compares the two orders of a debate, so it needs orders: both")
+        if self.epochs < 1 or self.batch_debates < 1:
+            raise ConfigError("judge train: epochs and batch_debates must be at least 1")
         if self.cache_lower and self.train_layers and self.bf16:
             raise ConfigError("judge train: cache_lower stores float32 states; set bf16: false or cache_lower: false")
         if len({self.train_seed, self.val_seed, self.test_seed}) != 3:

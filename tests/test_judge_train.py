@@ -188,3 +188,8 @@ def test_bench_judge_train_prints_both_timings_and_their_ratio(tiny_model_dir, c
     assert line["step_s"] > 0 and line["plain_fwd_bwd_s"] > 0
     assert line["ratio"] > 0  # plain / step, from unrounded times
     assert ("lower_once_s" in line) == bool(train_layers)
+
+
+def test_zero_epochs_is_refused():
+    with pytest.raises(ConfigError, match="epochs and batch_debates"):
+        JudgeTrainConfig(epochs=0)
