@@ -32,7 +32,7 @@ def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: 
     prefix, lower_s = None, 0.0
     if train_layers:
         freeze_below(m, train_layers)
-        prefix = FrozenPrefix(scorer, train_layers)
+        prefix = FrozenPrefix(scorer, train_layers, bf16=cfg.lower_bf16)  # as the preset stores them
         t = time.perf_counter()
         prefix.add(examples)
         lower_s = time.perf_counter() - t

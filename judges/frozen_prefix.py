@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from judges.judge_data import Example
+from judges.judge_data import Example, presentations
 
 
 class FrozenPrefix:
@@ -76,13 +76,9 @@ class FrozenPrefix:
 
     def rows(self, examples: Sequence[Example], orders: Optional[Sequence[int]] = None) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Stored states in the order `LetterScorer.texts` would give the prompts, and the correct letters."""
-        states, targets = [], []
-        for k, ex in enumerate(examples):
-            c = ex.case.question.correct
-            for order in ((0, 1) if orders is None else (orders[k],)):
-                states.append(self.states[(ex.case.transcript.id, order)])
-                targets.append(c if order == 0 else 1 - c)
-        return states, torch.tensor(targets)
+        shown = presentations(examples, orders)
+        states = [self.states[(ex.case.transcript.id, order)] for ex, order, _ in shown]
+        return states, torch.tensor([target for _, _, target in shown])
 
     def logits(self, states: list[torch.Tensor]) -> torch.Tensor:
         """Letter logits from stored states: left-padded, run through the top layers (call inside `upper`)."""

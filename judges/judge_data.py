@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from debate.protocols import Protocol, get_protocol
 from debate.quotes import QuoteRules, find_quotes
@@ -53,6 +53,16 @@ class Example:
     @property
     def label(self) -> int:
         return self.case.question.correct
+
+
+def presentations(examples: Sequence[Example], orders: Optional[Sequence[int]] = None) -> list[tuple[Example, int, int]]:
+    """(example, presentation order, index of the correct letter) for each example in both orders, or in
+    the one order given for it; order 1 shows the answers swapped."""
+    out = []
+    for k, ex in enumerate(examples):
+        for order in (0, 1) if orders is None else (orders[k],):
+            out.append((ex, order, ex.label if order == 0 else 1 - ex.label))
+    return out
 
 
 def _speech(t_id: str, index: int, role: str, side: int, entry: str, text: str, passage: str, rules: QuoteRules) -> Speech:

@@ -29,7 +29,7 @@ from debate.configs import ConfigError
 from debate.embedded import judge_dir, resolve_model
 from debate.prompts import load_prompts
 from judges.frozen_prefix import FrozenPrefix
-from judges.judge_data import Example, generate_debates, templated
+from judges.judge_data import Example, generate_debates, presentations, templated
 from judges.model_judge import CANDIDATES, _pairs
 
 OBJECTIVES = ("ce", "bt")
@@ -118,12 +118,11 @@ class LetterScorer:
 
         prefix = self.prompts["judge"]["prefix"]
         texts, targets = [], []
-        for k, ex in enumerate(examples):
+        for ex, order, target in presentations(examples, orders):
             c = ex.case
-            for order in ((0, 1) if orders is None else (orders[k],)):
-                msgs = judge_messages(self.prompts, c.question, _pairs(c.transcript.speeches), order)
-                texts.append(self.backend.render(msgs, prefix=prefix))
-                targets.append(c.question.correct if order == 0 else 1 - c.question.correct)
+            msgs = judge_messages(self.prompts, c.question, _pairs(c.transcript.speeches), order)
+            texts.append(self.backend.render(msgs, prefix=prefix))
+            targets.append(target)
         return texts, torch.tensor(targets)
 
     def logits(self, texts: list[str], bf16: bool) -> torch.Tensor:

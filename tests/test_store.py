@@ -113,27 +113,36 @@ def test_count_refuses_unknown_table(tmp_path) -> None:
         Store(tmp_path).count("runs; DROP TABLE runs", "r")
 
 
-def test_concurrent_writers_lose_nothing(tmp_path) -> None:
-    Store(tmp_path)  # create the schema
+def _in_threads(n: int, work) -> list[BaseException]:
+    """Run work(k, barrier) in n threads that start together; the exceptions they raised."""
     errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(n)
 
-    def work(k: int) -> None:
+    def run(k: int) -> None:
         try:
-            store = Store(tmp_path)
-            barrier.wait()
-            for i in range(50):
-                store.add_verdicts([_verdict(i, judge=f"j{k}")])
-            store.close()
+            work(k, barrier)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert errors == []
+    return errors
+
+
+def test_concurrent_writers_lose_nothing(tmp_path) -> None:
+    Store(tmp_path)  # create the schema
+
+    def work(k: int, barrier: threading.Barrier) -> None:
+        store = Store(tmp_path)
+        barrier.wait()
+        for i in range(50):
+            store.add_verdicts([_verdict(i, judge=f"j{k}")])
+        store.close()
+
+    assert _in_threads(4, work) == []
     store = Store(tmp_path)
     assert store.count("verdicts", "r") == 200
     assert len({v.id for v in store.verdicts("r")}) == 200
@@ -145,23 +154,14 @@ def test_concurrent_stores_opened_on_fresh_folder(tmp_path) -> None:
     Repeated on 30 fresh folders: the WAL switch raced in ~6% of single tries before it was retried."""
     for trial in range(30):
         folder = tmp_path / f"fresh{trial}"
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(4)
 
-        def work(k: int) -> None:
-            try:
-                barrier.wait()
-                store = Store(folder)
-                store.add_verdicts([_verdict(i, judge=f"j{k}") for i in range(10)])
-                store.close()
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
+        def work(k: int, barrier: threading.Barrier) -> None:
+            barrier.wait()
+            store = Store(folder)
+            store.add_verdicts([_verdict(i, judge=f"j{k}") for i in range(10)])
+            store.close()
 
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        errors = _in_threads(4, work)
         assert errors == [], (trial, errors)
         assert Store(folder).count("verdicts", "r") == 40
 
