@@ -29,6 +29,8 @@ class PolicyServer:
             "context_length": self.backend.context_length,
             "load_seconds": getattr(self.backend, "load_seconds", 0.0),
             "pid": os.getpid(),
+            "device": str(getattr(self.backend, "device", "")),
+            "dtype": str(getattr(self.backend, "dtype", "")),
         }
 
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
@@ -51,6 +53,8 @@ class LocalPolicy:
         self.server = server
         self.name = server.name
         self.context_length = server.backend.context_length
+        info = server.info()
+        self.device, self.dtype = info["device"], info["dtype"]  # what `auto` resolved to
 
     def submit_generate(self, requests: Sequence[GenRequest]) -> Done:
         return Done(self.server.generate(requests))
@@ -89,6 +93,7 @@ class RemotePolicy:
         self.name = cfg.name
         self.context_length = info["context_length"]
         self.load_seconds = info["load_seconds"]
+        self.device, self.dtype = info["device"], info["dtype"]  # what `auto` resolved to, on the actor's machine
 
     def submit_generate(self, requests: Sequence[GenRequest]) -> _RayFuture:
         return _RayFuture(self.actor.generate.remote(list(requests)))

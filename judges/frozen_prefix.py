@@ -6,9 +6,10 @@ runs only the top N layers, the final norm and the two letter logits. Measured h
 model (30 layers): a step of 4 debates in both orders costs ~1.5 s with 6 layers trained (~2.1 s with
 8) instead of ~8.3 s for a whole-model float32 step, which buys the few hundred steps the judge needs
 (its loss sits at 0.69 for ~150 steps before it falls) within the time budget.
-The lower layers may run under bfloat16 autocast (`lower_bf16`, ~2.5x faster here); only their output
-is rounded, the trained layers and their gradients stay float32, and training records the validation
-accuracy of the whole float32 model at the end, the way the judge will run.
+The lower layers may run under bfloat16 autocast (`lower_dtype`; ~2.5x faster on a CPU with native
+bfloat16, several times slower on one without, so `auto` picks it only where the hardware has it); only
+their output is rounded: states are stored in the dtype the trained top layers run in, and training
+validates the whole model at the end in the dtype the judge will be served in.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from judges.judge_data import Example, presentations
 class FrozenPrefix:
     """Per (debate, order): the hidden states entering the top `top` layers, unpadded."""
 
-    def __init__(self, scorer: Any, top: int, bf16: bool = False) -> None:
+    def __init__(self, scorer: Any, top: int, dtype: Optional[torch.dtype] = None) -> None:
         self.scorer = scorer
         self.model = scorer.backend.model
         self.layers = self.model.model.layers
         self.top = top
-        self.bf16 = bf16  # run the lower layers under bfloat16 autocast (states kept in float32)
+        # the lower layers' one pass under autocast to `dtype` (None: the model's own dtype)
+        self.dtype = None if dtype in (None, self.model.dtype) else dtype
         self.split = len(self.layers) - top
         self.states: dict[tuple[str, int], torch.Tensor] = {}
 
@@ -60,7 +62,8 @@ class FrozenPrefix:
         """Run the lower layers once over every example in both orders and keep the states."""
         todo = [ex for ex in examples if (ex.case.transcript.id, 0) not in self.states]
         bar = tqdm(total=len(todo), desc=desc or "lower layers", unit="debate", disable=not progress, dynamic_ncols=True)
-        autocast = torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        autocast = torch.autocast(self.model.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+        keep = self.model.dtype  # states are stored in the dtype the top layers run in
         with self._lower(), autocast:
             for k in range(0, len(todo), batch):
                 chunk = todo[k : k + batch]
@@ -70,7 +73,7 @@ class FrozenPrefix:
                 lengths = enc["attention_mask"].sum(dim=1).tolist()
                 for r, n in enumerate(lengths):
                     ex = chunk[r // 2]
-                    self.states[(ex.case.transcript.id, r % 2)] = hidden[r, hidden.shape[1] - int(n) :].float().clone()
+                    self.states[(ex.case.transcript.id, r % 2)] = hidden[r, hidden.shape[1] - int(n) :].to(keep).clone()
                 bar.update(len(chunk))
         bar.close()
 
@@ -80,7 +83,7 @@ class FrozenPrefix:
         states = [self.states[(ex.case.transcript.id, order)] for ex, order, _ in shown]
         return states, torch.tensor([target for _, _, target in shown])
 
-    def logits(self, states: list[torch.Tensor]) -> torch.Tensor:
+    def logits(self, states: list[torch.Tensor], autocast: Optional[torch.dtype] = None) -> torch.Tensor:
         """Letter logits from stored states: left-padded, run through the top layers (call inside `upper`)."""
         width = max(h.shape[0] for h in states)
         x = states[0].new_zeros(len(states), width, states[0].shape[1])
@@ -88,5 +91,6 @@ class FrozenPrefix:
         for r, h in enumerate(states):
             x[r, width - h.shape[0] :] = h
             mask[r, width - h.shape[0] :] = 1
-        out = self.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+        with torch.autocast(x.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            out = self.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=1, use_cache=False).logits[:, -1, :]
         return out[:, self.scorer.letter_ids].float()

@@ -24,13 +24,16 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
 
 from debate.configs import ConfigError
 from debate.embedded import judge_dir, resolve_model
+from debate.precision import DTYPES, autocast_dtype, device_type, lower_dtype, serving_dtype
 from debate.prompts import load_prompts
 from judges.frozen_prefix import FrozenPrefix
 from judges.judge_data import Example, generate_debates, presentations, templated
 from judges.model_judge import CANDIDATES, _pairs
+from judges.validation import accuracy_on, serving_check
 
 OBJECTIVES = ("ce", "bt")
 METHODS = ("full", "lora")
@@ -61,10 +64,12 @@ class JudgeTrainConfig:
     test_seed: int = 103
     seed: int = 0
     cache_lower: bool = True  # with train_layers: run the frozen lower layers once per prompt, steps run the top only
-    lower_bf16: bool = True  # cache_lower: the lower layers' one pass under bfloat16 autocast (states stored in float32)
+    lower_dtype: str = "auto"  # cache_lower: dtype of the lower layers' one pass (auto: bfloat16 where native, else float32)
     warmup_steps: int = 10  # linear warm-up, then cosine decay to zero over the remaining steps
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
-    bf16: bool = False  # autocast to bfloat16; measured here: bf16 gradients could not even overfit 4 debates
+    autocast: str = "off"  # steps under autocast: off (float32), bfloat16, or auto (bfloat16 on a CUDA GPU that has it)
+    serve_dtype: str = "auto"  # dtype the judge is validated and served in (auto: tried in the device's default, then float32)
+    min_letter_mass: float = 1e-4  # the model judge's floor: below it a verdict fails (checked at the end of training)
     device: str = "auto"
     threads: int = 0
 
@@ -79,8 +84,11 @@ class JudgeTrainConfig:
             raise ConfigError("judge train: objective bt compares the two orders of a debate, so it needs orders: both")
         if self.epochs < 1 or self.batch_debates < 1:
             raise ConfigError("judge train: epochs and batch_debates must be at least 1")
-        if self.cache_lower and self.train_layers and self.bf16:
-            raise ConfigError("judge train: cache_lower stores float32 states; set bf16: false or cache_lower: false")
+        for name in ("lower_dtype", "serve_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ConfigError(f"judge train {name}: unknown {getattr(self, name)!r}; known: {', '.join(DTYPES)}")
+        if self.autocast not in ("off", "auto", "bfloat16", "float16"):
+            raise ConfigError(f"judge train autocast: unknown {self.autocast!r}; known: off, auto, bfloat16, float16")
         if len({self.train_seed, self.val_seed, self.test_seed}) != 3:
             raise ConfigError("judge train: train_seed, val_seed and test_seed must differ (disjoint question sets)")
 
@@ -125,10 +133,10 @@ class LetterScorer:
             targets.append(target)
         return texts, torch.tensor(targets)
 
-    def logits(self, texts: list[str], bf16: bool) -> torch.Tensor:
+    def logits(self, texts: list[str], autocast: Optional[torch.dtype] = None) -> torch.Tensor:
         batch = self.backend.encode(texts)
         device = self.backend.model.device
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
         with ctx:
             out = self.backend.model(**batch, logits_to_keep=1).logits[:, -1, :]
         return out[:, self.letter_ids].float()
@@ -169,27 +177,15 @@ def _lora(model: Any, cfg: JudgeTrainConfig) -> Any:
 
 
 def batch_logits(
-    scorer: LetterScorer, examples: Sequence[Example], orders: Optional[Sequence[int]] = None, bf16: bool = False,
-    prefix: Optional[FrozenPrefix] = None,
+    scorer: LetterScorer, examples: Sequence[Example], orders: Optional[Sequence[int]] = None,
+    autocast: Optional[torch.dtype] = None, prefix: Optional[FrozenPrefix] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Letter logits and correct letters for a batch: from the prompts, or from stored lower-layer states."""
     if prefix is None:
         texts, targets = scorer.texts(examples, orders)
-        return scorer.logits(texts, bf16), targets
+        return scorer.logits(texts, autocast), targets
     states, targets = prefix.rows(examples, orders)
-    return prefix.logits(states), targets
-
-
-@torch.no_grad()
-def accuracy_on(scorer: LetterScorer, examples: Sequence[Example], bf16: bool, batch: int = 8, prefix: Optional[FrozenPrefix] = None) -> float:
-    """Fraction of debates whose order-averaged probability of the correct answer exceeds 0.5."""
-    correct = 0
-    for k in range(0, len(examples), batch):
-        logits, targets = batch_logits(scorer, examples[k : k + batch], bf16=bf16, prefix=prefix)
-        p = torch.softmax(logits, dim=-1)
-        p_right = p[torch.arange(len(targets)), targets.to(p.device)]
-        correct += int(((p_right[0::2] + p_right[1::2]) / 2 > 0.5).sum())
-    return correct / max(1, len(examples))
+    return prefix.logits(states, autocast), targets
 
 
 def training_step(
@@ -197,7 +193,8 @@ def training_step(
     prefix: Optional[FrozenPrefix] = None, scheduler: Any = None,
 ) -> float:
     """One update; `orders` gives one presentation order per debate (ce only), else both orders are used."""
-    logits, targets = batch_logits(scorer, examples, orders, cfg.bf16, prefix)
+    device = str(scorer.backend.model.device)
+    logits, targets = batch_logits(scorer, examples, orders, autocast_dtype(device, cfg.autocast), prefix)
     loss = judge_loss(cfg.objective, logits, targets)
     loss.backward()
     if cfg.max_grad_norm > 0:
@@ -208,17 +205,6 @@ def training_step(
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach().item()
-
-
-def warmup_cosine(optimizer: Any, warmup: int, total: int) -> Any:
-    """Linear warm-up over `warmup` steps, then cosine decay to zero at `total`."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, list[Example]]:
@@ -235,13 +221,31 @@ def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, li
     return {"train": templated(train_q[: cfg.train_questions], cfg.seed) + gen_train, "val": templated(sets["val"], cfg.seed)}
 
 
+def resolved_precision(cfg: JudgeTrainConfig, device: str) -> dict:
+    """What the config's `auto` precision settings mean on `device` (recorded in judge.json)."""
+    auto = autocast_dtype(device, cfg.autocast)
+    serve = [serving_dtype(device, cfg.serve_dtype)]
+    if cfg.serve_dtype == "auto":
+        serve.append("float32")  # the dtype it trained in, when the device's default fails
+    return {
+        "device": device, "weights": "float32", "autocast": str(auto).removeprefix("torch.") if auto else "off",
+        "lower_dtype": lower_dtype(device, cfg.lower_dtype), "serve_candidates": list(dict.fromkeys(serve)),
+    }
+
+
 def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path] = None, base: Any = None) -> Path:
-    """Train and store a judge; returns its folder (model/, judge.json, generated test debates)."""
+    """Train and store a judge; returns its folder (model/, judge.json, generated test debates).
+
+    Weights train in float32 on every device (bfloat16 weights under AdamW went to NaN on CUDA); at the
+    end the whole model is checked in the dtype it will be served in, and a judge that would fail
+    verdicts there raises `JudgeTrainingFailed` instead of being stored."""
     from debate.backends.hf import TransformersBackend
 
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    base = base or TransformersBackend(resolve_model(cfg.base_model), device=cfg.device, threads=cfg.threads or None, name="judge")
+    base = base or TransformersBackend(resolve_model(cfg.base_model), device=cfg.device, dtype="float32",
+                                       threads=cfg.threads or None, name="judge")
+    precision = resolved_precision(cfg, str(base.model.device))
     data = build_data(cfg, base, progress)
     scorer = LetterScorer(base, load_prompts("default"))
     model = base.model
@@ -251,7 +255,7 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
     elif cfg.train_layers:
         freeze_below(model, cfg.train_layers)
         if cfg.cache_lower:
-            prefix = FrozenPrefix(scorer, cfg.train_layers, bf16=cfg.lower_bf16)
+            prefix = FrozenPrefix(scorer, cfg.train_layers, dtype=getattr(torch, precision["lower_dtype"]))
             model.eval()
             prefix.add(data["train"] + data["val"], desc="lower layers, once a prompt", progress=progress)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
@@ -259,12 +263,13 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
     train = list(data["train"])
     order_seed = {id(ex): rng.randint(0, 1) for ex in train}
     steps_per_epoch = math.ceil(len(train) / cfg.batch_debates)
-    scheduler = warmup_cosine(optimizer, cfg.warmup_steps, steps_per_epoch * cfg.epochs)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, cfg.warmup_steps, steps_per_epoch * cfg.epochs)
     bar = tqdm(total=steps_per_epoch * cfg.epochs, desc=f"training judge {cfg.name}", unit="step", disable=not progress, dynamic_ncols=True)
     history = []
+    autocast = autocast_dtype(precision["device"], cfg.autocast)
     with prefix.upper() if prefix else nullcontext():
         model.eval()
-        val0 = accuracy_on(scorer, data["val"], cfg.bf16, prefix=prefix)
+        val0 = accuracy_on(scorer, data["val"], autocast, prefix=prefix)
         model.train()
         for epoch in range(cfg.epochs):
             rng.shuffle(train)
@@ -277,7 +282,7 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
                 bar.update(1)
                 bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}")
             model.eval()
-            val = accuracy_on(scorer, data["val"], cfg.bf16, prefix=prefix)
+            val = accuracy_on(scorer, data["val"], autocast, prefix=prefix)
             history.append({"epoch": epoch + 1, "loss": sum(losses) / len(losses), "val_accuracy": val})
             bar.write(f"epoch {epoch + 1}: loss {history[-1]['loss']:.3f}, validation accuracy {val:.3f} (before training {val0:.3f})")
             model.train()
@@ -285,15 +290,22 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
     model.eval()
     if cfg.method == "lora":
         base.model = model = model.merge_and_unload()
-    if prefix is not None:  # the judge runs the whole float32 model: measure it that way too
-        history[-1]["val_accuracy_full_model"] = accuracy_on(scorer, data["val"], cfg.bf16)
-        bar.write(f"validation accuracy of the whole model: {history[-1]['val_accuracy_full_model']:.3f}")
+    # the judge runs the whole model in its serving dtype: validate it that way, letter mass included
+    serve, checks = serving_check(scorer, data["val"], precision["serve_candidates"], cfg.min_letter_mass)
+    chosen = next(c for c in checks if c["dtype"] == serve)
+    history[-1]["val_accuracy_full_model"] = chosen["accuracy"]
+    for c in checks:
+        bar.write(f"validation of the whole model in {c['dtype']}: accuracy {c['accuracy']:.3f}, {c['failed']} of "
+                  f"{c['debates']} would fail (letter mass under {cfg.min_letter_mass:g}), median letter mass "
+                  f"{c['letter_mass']['median']:.3f}" + (" <- serving dtype" if c["dtype"] == serve else ""))
+    serving = {device_type(precision["device"]): {"dtype": serve, "checks": checks}}
     folder = out or judge_dir(cfg.name)
-    _save(folder, cfg, base, data, history, val0, time.perf_counter() - start)
+    _save(folder, cfg, base, data, history, val0, time.perf_counter() - start, precision, serving)
     return folder
 
 
-def _save(folder: Path, cfg: JudgeTrainConfig, base: Any, data: dict, history: list, val0: float, seconds: float) -> None:
+def _save(folder: Path, cfg: JudgeTrainConfig, base: Any, data: dict, history: list, val0: float, seconds: float,
+          precision: dict, serving: dict) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "model").mkdir(parents=True)
@@ -308,6 +320,8 @@ def _save(folder: Path, cfg: JudgeTrainConfig, base: Any, data: dict, history: l
             "disjoint": "train, validation and test questions come from different seeds; ids and passages checked disjoint",
         },
         "metrics": {"val_accuracy_before": val0, "epochs": history, "train_seconds": round(seconds, 1)},
+        "precision": precision,  # what `auto` resolved to on the machine that trained it
+        "serving": serving,  # per device type: the dtype it was validated in, and every dtype's check
         "created": time.time(),
     }
     (tmp / "judge.json").write_text(json.dumps(meta, indent=2))

@@ -15,6 +15,13 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():  # gpu tests run only where CUDA is present
+        no_gpu = pytest.mark.skip(reason="gpu: needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(no_gpu)
     if config.getoption("--run-slow") or os.environ.get("DEBATE_RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow")

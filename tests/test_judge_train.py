@@ -29,7 +29,7 @@ def _params(model) -> torch.Tensor:
 @pytest.mark.parametrize("objective", ["ce", "bt"])
 def test_loss_goes_down_and_parameters_change(fresh_backend, objective):
     examples = templated(generate(4, seed=7), seed=0)
-    cfg = JudgeTrainConfig(objective=objective, lr=1e-2, bf16=False)
+    cfg = JudgeTrainConfig(objective=objective, lr=1e-2)
     scorer = LetterScorer(fresh_backend, load_prompts("default"))
     model = fresh_backend.model
     model.train()
@@ -81,7 +81,7 @@ def test_lora_trains_only_the_adapter(fresh_backend):
     pytest.importorskip("peft")
     from judges.train import _lora
 
-    cfg = JudgeTrainConfig(method="lora", lr=1e-2, bf16=False, lora_r=4)
+    cfg = JudgeTrainConfig(method="lora", lr=1e-2, lora_r=4)
     base_weight = fresh_backend.model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     fresh_backend.model = _lora(fresh_backend.model, cfg)
     scorer = LetterScorer(fresh_backend, load_prompts("default"))
@@ -99,7 +99,7 @@ def test_train_store_and_evaluate_a_tiny_judge(tiny_model_dir, tmp_path, monkeyp
     from arenas.judge_eval import evaluate_trained
 
     cfg = JudgeTrainConfig(name="tiny", base_model=str(tiny_model_dir), train_questions=8, val_questions=4, test_questions=6,
-                           generated_train=2, generated_test=2, debater_max_new_tokens=6, epochs=1, bf16=False)
+                           generated_train=2, generated_test=2, debater_max_new_tokens=6, epochs=1)
     folder = train_judge(cfg, progress=False)
     meta = json.loads((folder / "judge.json").read_text())
     assert meta["data"]["seeds"] == {"train": 101, "validation": 102, "test": 103}
@@ -163,7 +163,7 @@ def test_top_layer_training_on_stored_states_changes_only_the_top(tiny_model_dir
 
     cfg = JudgeTrainConfig(name="top", base_model=str(tiny_model_dir), train_questions=8, val_questions=4, test_questions=4,
                            generated_train=1, generated_test=1, debater_max_new_tokens=6, epochs=3, lr=1e-2,
-                           train_layers=1, cache_lower=True)
+                           train_layers=1, cache_lower=True, warmup_steps=2)
     folder = train_judge(cfg, progress=False, out=tmp_path / "top")
     before = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).state_dict()
     after = AutoModelForCausalLM.from_pretrained(str(folder / "model")).state_dict()
@@ -173,9 +173,11 @@ def test_top_layer_training_on_stored_states_changes_only_the_top(tiny_model_dir
     assert len(epochs) == 3 and epochs[-1]["loss"] < epochs[0]["loss"]
 
 
-def test_cached_lower_layers_refuse_bf16():
-    with pytest.raises(ConfigError, match="cache_lower"):
-        JudgeTrainConfig(train_layers=4, bf16=True)
+def test_unknown_precision_names_are_refused():
+    with pytest.raises(ConfigError, match="lower_dtype.*known: auto"):
+        JudgeTrainConfig(train_layers=4, lower_dtype="bf16")
+    with pytest.raises(ConfigError, match="autocast"):
+        JudgeTrainConfig(autocast="yes")
 
 
 @pytest.mark.parametrize("train_layers", [0, 1])

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult
+from debate.precision import serving_dtype
 
 
 class RowTemperature:
@@ -55,12 +56,15 @@ class TransformersBackend:
         # Ray sets OMP_NUM_THREADS to an actor's CPU count (often 1); threads come from config instead.
         torch.set_num_threads(threads or default_threads())
         self.device = pick_device(device)
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        # auto: what this hardware runs well (float32 on a CPU without native bfloat16), or the dtype a
+        # trained judge was validated in; `self.dtype` records the choice
+        self.dtype = serving_dtype(self.device, dtype, path)
         start = time.perf_counter()
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(path))
-        self.model = model or AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        self.model = model or AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, self.dtype))
         self.model.to(self.device).eval()
+        if model is not None:  # a model passed in keeps its own dtype
+            self.dtype = str(self.model.dtype).removeprefix("torch.")
         self.load_seconds = time.perf_counter() - start
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
