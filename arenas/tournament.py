@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -47,12 +47,28 @@ def new_run_name(cfg: TournamentConfig) -> str:
     return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run(cfg: TournamentConfig, run: str, store: Store) -> tuple[list[Transcript], dict[str, Question]]:
-    """Save the resolved config, the questions and the planned transcripts (idempotent)."""
-    store.add_run(RunInfo(name=run, kind="tournament", config=dump(cfg), created=time.time()))
+def save_config(cfg: TournamentConfig, run: str, store: Store) -> None:
+    """The run's resolved configuration, in the store and as results/RUN/config.yaml."""
+    store.set_run_config(run, dump(cfg))
     folder = Path(cfg.results) / run
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(dump(cfg))
+
+
+def resolved_config(cfg: TournamentConfig, policies: dict[str, Any]) -> TournamentConfig:
+    """`cfg` with each started policy's `auto` device and dtype replaced by what its backend chose."""
+    out = []
+    for p in cfg.policies:
+        handle = policies.get(p.name)
+        device, dtype = getattr(handle, "device", ""), getattr(handle, "dtype", "")
+        out.append(replace(p, device=device or p.device, dtype=dtype or p.dtype))
+    return replace(cfg, policies=tuple(out))
+
+
+def prepare_run(cfg: TournamentConfig, run: str, store: Store) -> tuple[list[Transcript], dict[str, Question]]:
+    """Save the config, the questions and the planned transcripts (idempotent)."""
+    store.add_run(RunInfo(name=run, kind="tournament", config=dump(cfg), created=time.time()))
+    save_config(cfg, run, store)
     questions = questions_of(cfg)
     store.add_questions(run, questions)
     planned = round_robin(
@@ -152,6 +168,8 @@ def run_tournament(
         ensure_trained_judges(cfg, progress)
         needed = {e.policy for e in cfg.entries} | ({cfg.judge.policy} if cfg.judge.kind == "model" else set())
         policies = start_policies([cfg.policy(n) for n in sorted(needed)], cfg.ray)
+    cfg = resolved_config(cfg, policies)
+    save_config(cfg, run, store)  # what `auto` chose (device, dtype) is part of the run's record
     played = play(cfg, run, store, policies, progress)
     if cfg.judge.kind == "human":
         from judges.human_queue import HumanQueue

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -104,6 +105,11 @@ class Store:
             "INSERT OR IGNORE INTO runs (name, kind, config, created, json) VALUES (?, ?, ?, ?, ?)",
             [(run.name, run.kind, run.config, run.created, to_json(run))],
         )
+
+    def set_run_config(self, name: str, config: str) -> None:
+        """Replace a run's stored configuration (with what `auto` settings resolved to once policies started)."""
+        info = replace(self.run(name), config=config)
+        self._write("UPDATE runs SET config = ?, json = ? WHERE name = ?", [(config, to_json(info), name)])
 
     def run(self, name: str) -> RunInfo:
         row = self._conn().execute("SELECT json FROM runs WHERE name = ?", (name,)).fetchone()
