@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -35,7 +35,7 @@ def _debates(n: int, protocol) -> list[Debate]:
 def _plain_generate(model: Any, tokenizer: Any, messages: list, max_new_tokens: int) -> int:
     """The baseline: one batched greedy `model.generate`, counting new tokens up to end of sequence."""
     texts = [tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in m], tokenize=False, add_generation_prompt=True) for m in messages]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     new = out[:, batch["input_ids"].shape[1]:]
@@ -65,43 +65,61 @@ def load_times(model_name: str) -> dict:
     return out
 
 
-def bench_engine(batch: int = 16, max_new_tokens: int = 48, model: str = "embedded", repeats: int = 2) -> dict:
+def bench_engine(batches: Sequence[int] = (16,), max_new_tokens: int = 48, model: str = "embedded", repeats: int = 2,
+                 device: str = "auto") -> list[dict]:
+    """One JSON line per batch size: the engine (a Ray actor with `max_batch` = the batch size) against a
+    plain batched `model.generate` in the driver, on the same device and dtype (what `auto` picks there)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from debate.actors import start_policies
+    from debate.backends.hf import pick_device
     from debate.embedded import resolve_model
+    from debate.precision import describe, serving_dtype
 
     loads = load_times(model)
     path = resolve_model(model)
+    device = pick_device(device)
+    dtype = serving_dtype(device, "auto", path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = "left"
-    lm = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device).eval()
     protocol = get_protocol("consultancy", rounds=1, word_limit=10_000)
     prompts = load_prompts("default")
     entry = EntryConfig("bench", "bench", temperature=0.0, max_new_tokens=max_new_tokens)
-    policies = start_policies([PolicyConfig("bench", model=model, device="cpu")], RayConfig())
-    messages = [debater_messages(prompts, "default", protocol, d.question, d.question.passage or "", d.transcript.seats[0].side, [])
-                for d in _debates(batch, protocol)]
-    best_plain = best_engine = 0.0
-    tokens_plain = tokens_engine = 0
+    gpus = 1.0 if device.startswith("cuda") else 0.0
+    policies = start_policies([PolicyConfig("bench", model=model, device=device, dtype=dtype, max_batch=max(batches),
+                                            num_gpus=gpus * 0.5)], RayConfig())
+    lines = []
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp)
-        for r in range(repeats):
-            t = time.perf_counter()
-            tokens_plain = _plain_generate(lm, tokenizer, messages, max_new_tokens)
-            best_plain = max(best_plain, tokens_plain / (time.perf_counter() - t))
-            debates = _debates(batch, protocol)
-            engine = Engine(policies, [entry], prompts, QuoteRules("tags+recite"), store=store)
-            t = time.perf_counter()
-            engine.run(debates, progress=False)
-            elapsed = time.perf_counter() - t
-            tokens_engine = sum(s.n_tokens for d in debates for s in d.speeches)
-            best_engine = max(best_engine, tokens_engine / elapsed)
-    line = {
-        "bench": "engine", "model": model, "batch": batch, "max_new_tokens": max_new_tokens, "repeats": repeats,
-        "engine_tokens": tokens_engine, "plain_tokens": tokens_plain,
-        "engine_tok_s": round(best_engine, 2), "plain_generate_tok_s": round(best_plain, 2),
-        "ratio": round(best_engine / best_plain, 3), "torch_threads": torch.get_num_threads(), **loads,
-    }
-    print(json.dumps(line), flush=True)
-    return line
+        for batch in batches:
+            messages = [debater_messages(prompts, "default", protocol, d.question, d.question.passage or "", d.transcript.seats[0].side, [])
+                        for d in _debates(batch, protocol)]
+            best_plain = best_engine = 0.0
+            tokens_plain = tokens_engine = 0
+            for r in range(repeats):
+                t = time.perf_counter()
+                tokens_plain = _plain_generate(lm, tokenizer, messages, max_new_tokens)
+                _sync(device)
+                best_plain = max(best_plain, tokens_plain / (time.perf_counter() - t))
+                debates = _debates(batch, protocol)
+                engine = Engine(policies, [entry], prompts, QuoteRules("tags+recite"), store=store)
+                t = time.perf_counter()
+                engine.run(debates, progress=False)
+                elapsed = time.perf_counter() - t
+                tokens_engine = sum(s.n_tokens for d in debates for s in d.speeches)
+                best_engine = max(best_engine, tokens_engine / elapsed)
+            line = {
+                "bench": "engine", "model": model, "device": device, "dtype": dtype, "batch": batch,
+                "max_new_tokens": max_new_tokens, "repeats": repeats, "engine_tokens": tokens_engine, "plain_tokens": tokens_plain,
+                "engine_tok_s": round(best_engine, 2), "plain_generate_tok_s": round(best_plain, 2),
+                "ratio": round(best_engine / best_plain, 3), "torch_threads": torch.get_num_threads(), **describe(), **loads,
+            }
+            print(json.dumps(line), flush=True)
+            lines.append(line)
+    return lines
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()

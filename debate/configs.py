@@ -7,7 +7,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -189,14 +189,39 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint in (int, float) and isinstance(value, str):  # YAML 1.1 reads 3e-5 as a string; Python does not
+        try:
+            return hint(value.strip())
+        except ValueError:
+            pass
     if hint in (int, float, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
 
 
 def parse_value(text: str) -> Any:
-    """A command-line override value, read as YAML (so 3 is an int and true a bool)."""
+    """A command-line override value: a number as Python reads it (`3e-5`, `1_000`), else YAML (so true
+    is a bool and [1, 2] a list)."""
+    for number in (int, float):
+        try:
+            return number(text.strip())
+        except ValueError:
+            pass
     return yaml.safe_load(text)
+
+
+def apply_overrides(data: dict, items: Sequence[str], example: str = "questions.n=4") -> dict:
+    """Apply `--set KEY=VALUE` items to plain config data (nested keys dotted, list items by index)."""
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write KEY=VALUE, e.g. --set {example}")
+        key, value = item.split("=", 1)
+        try:
+            apply_override(data, key.strip(), parse_value(value))
+        except (ValueError, IndexError, TypeError, AttributeError):
+            raise ConfigError(f"--set {item!r}: {key!r} does not name a field here; use dotted names and list "
+                              f"indexes, e.g. --set {example}") from None
+    return data
 
 
 def apply_override(data: dict, dotted: str, value: Any) -> None:

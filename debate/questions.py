@@ -29,6 +29,19 @@ def _where(path: PathLike, line: Optional[int] = None) -> str:
     return f"{path} line {line}" if line is not None else str(path)
 
 
+def read_utf8(path: PathLike) -> str:
+    """A text file's contents; a file that is not UTF-8 is an error naming the byte offset and line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise QuestionFileError(
+            f"{path} line {line} (byte offset {e.start}): not UTF-8 text (byte 0x{raw[e.start]:02x}); "
+            f"save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path} > fixed.jsonl`"
+        ) from None
+
+
 def _read_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
     """(1-based line number, parsed JSON) for each non-blank line of a JSONL file."""
     p = Path(path)
@@ -37,23 +50,22 @@ def _read_lines(path: PathLike) -> Iterator[tuple[int, Any]]:
             f"{path}: file does not exist; check the path (relative paths are taken from "
             f"{Path.cwd()})"
         )
-    with p.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise QuestionFileError(
-                    f"{path} line {number}: invalid JSON ({e.msg} at column {e.colno}); "
-                    f"write one complete JSON object per line"
-                ) from None
-            if not isinstance(data, dict):
-                raise QuestionFileError(
-                    f"{path} line {number}: expected a JSON object, got {type(data).__name__}; "
-                    f"write one JSON object per line"
-                )
-            yield number, data
+    for number, line in enumerate(read_utf8(p).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QuestionFileError(
+                f"{path} line {number}: invalid JSON ({e.msg} at column {e.colno}); "
+                f"write one complete JSON object per line"
+            ) from None
+        if not isinstance(data, dict):
+            raise QuestionFileError(
+                f"{path} line {number}: expected a JSON object, got {type(data).__name__}; "
+                f"write one JSON object per line"
+            )
+        yield number, data
 
 
 def _nonempty_str(where: str, data: dict, name: str, default: Optional[str] = None) -> str:
@@ -291,7 +303,7 @@ def load_nyu(folder: PathLike, include_passages: bool = True) -> list[Question]:
     questions = []
     for path in sorted(debates.glob("*.json")):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_utf8(path))
         except json.JSONDecodeError as e:
             raise QuestionFileError(f"{path}: invalid JSON ({e}); restore the file") from None
         text = _nyu_field(path, data, "setup.question")

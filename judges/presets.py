@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from debate.configs import ConfigError, apply_override, build, parse_value, read_yaml
+from debate.configs import ConfigError, apply_overrides, build, read_yaml
 from judges.train import JudgeTrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -27,11 +27,7 @@ def train_config(config: Optional[str], preset: Optional[str], overrides: Sequen
         if not path.exists():
             raise ConfigError(f"unknown judge preset {name!r}; known: {', '.join(preset_names())}")
         data, source = read_yaml(path), f"judge preset {name}"
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=1")
-        key, value = item.split("=", 1)
-        apply_override(data, key, parse_value(value))
+    apply_overrides(data, overrides, example="epochs=1")
     try:
         return build(JudgeTrainConfig, data, "")
     except ConfigError as exc:

@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def _tournament_config(args: argparse.Namespace):
     from arenas.presets import preset
-    from debate.configs import apply_override, load_tournament, parse_value, read_yaml
+    from debate.configs import apply_overrides, load_tournament, read_yaml
 
     if args.config and args.preset:
         raise SystemExit("give either --config or --preset, not both")
@@ -31,11 +31,7 @@ def _tournament_config(args: argparse.Namespace):
     if args.device:
         for p in data.get("policies", []):
             p["device"] = args.device
-    for item in overrides:
-        if "=" not in item:
-            raise SystemExit(f"--set {item!r}: write KEY=VALUE, e.g. --set questions.n=4")
-        key, value = item.split("=", 1)
-        apply_override(data, key, parse_value(value))
+    apply_overrides(data, overrides)
     return load_tournament(data, source=source)
 
 
@@ -100,12 +96,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "engine":
         from debate.bench import bench_engine
 
-        bench_engine(batch=args.batch, max_new_tokens=args.max_new_tokens, model=args.model, repeats=args.repeats)
+        bench_engine(batches=_batch_sizes(args.batch or "16"), max_new_tokens=args.max_new_tokens, model=args.model,
+                     repeats=args.repeats, device=args.device)
     else:
         from judges.bench import bench_judge_train
 
-        bench_judge_train(model=args.model, repeats=args.repeats + 1, bf16=args.bf16, train_layers=args.train_layers)
+        for batch in _batch_sizes(args.batch or "4"):
+            bench_judge_train(model=args.model, batch_debates=batch, repeats=args.repeats + 1, autocast=args.autocast,
+                              train_layers=args.train_layers, device=args.device, lower=args.lower_dtype)
     return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    from debate.configs import ConfigError
+
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"--batch {text!r}: give positive whole numbers separated by commas, e.g. --batch 16,64,256")
+    return sizes
 
 
 def cmd_judge_train(args: argparse.Namespace) -> int:
@@ -194,10 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks, printed as one JSON line with a ratio against a baseline")
     b.add_argument("what", choices=["engine", "judge-train"])
-    b.add_argument("--bf16", action="store_true", help="judge-train: bfloat16 autocast (default float32, as the preset trains)")
+    b.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
+    b.add_argument("--batch", help="batch sizes, comma-separated: engine prompts (default 16), judge-train debates a step "
+                   "(default 4, each in both orders)")
+    b.add_argument("--autocast", default="off", choices=["off", "auto", "bfloat16"],
+                   help="judge-train: autocast of the steps (default off: float32, as the preset trains)")
+    b.add_argument("--lower-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="judge-train: dtype of the stored lower-layer pass (auto: bfloat16 only where the hardware has it)")
     b.add_argument("--train-layers", type=int, default=6,
                    help="judge-train: train the top N layers on stored lower-layer states, as the embedded preset does (0: the whole model)")
-    b.add_argument("--batch", type=int, default=16)
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--repeats", type=int, default=2)
     b.add_argument("--model", default="embedded")
