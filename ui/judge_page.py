@@ -115,7 +115,10 @@ def _current_slot(queue: HumanQueue, user: Judge) -> Optional[Slot]:
     """The slot this session holds, or the judge's held slot / the next open one (stored in the session)."""
     slot_id = st.session_state.get("slot_id")
     if slot_id:
-        return queue.slot(slot_id)
+        try:
+            return queue.slot(slot_id)
+        except QueueError:  # gone from the queue (its message names the id, which a judge must not see)
+            _clear_slot()
     try:
         slot = queue.take(user.name)
     except QueueError as e:
