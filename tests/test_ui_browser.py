@@ -220,6 +220,10 @@ def test_judge_in_chromium(server, tmp_path):
             assert v.beliefs == pytest.approx((view.to_answer0(0.7, order),))
             assert json.loads(v.raw)["judge_name"] == "alice"
             assert json.loads(v.raw)["reason"] == "the cellar quote was verified"
+            # over the whole session (beliefs, refusals, the verdict and the revealed answer) no id came
+            sent, html = b"".join(frames), page.content()
+            for secret in (slot.id, RUN, slot.transcript_id, slot.lease):
+                assert secret not in html and secret.encode() not in sent, secret
             # a judge cannot open an admin page, even by its address: the app does not know it for them
             other = browser.new_context().new_page()
             other.set_default_timeout(WAIT_MS)

@@ -101,13 +101,9 @@ def accuracy_page() -> None:
         st.dataframe(pd.DataFrame([b.__dict__ for b in bins]), hide_index=True)
         fig = _reliability_figure(bins)
         st.pyplot(fig)
-        _close(fig)  # a long-running server would otherwise keep every figure it drew
+        import matplotlib.pyplot as plt
 
-
-def _close(fig) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+        plt.close(fig)  # a long-running server would otherwise keep every figure it drew
 
 
 def _correct_answers(store: Store, run: str) -> dict[str, int]:
@@ -201,7 +197,8 @@ def transcripts_page() -> None:
     for i, ans in enumerate(q.answers):
         mark = " (correct)" if i == q.correct else ""
         st.markdown(text_html(f"{'AB'[i]}: {ans}{mark}"), unsafe_allow_html=True)
-    st.caption("Seats: " + ", ".join(f"{s.role} = {s.entry} for {'AB'[s.side]}" for s in t.seats) + f"; status {t.status}")
+    seats = ", ".join(f"{s.role} = {s.entry} for {'AB'[s.side]}" for s in t.seats) or "none (a verdict-only record)"
+    st.caption(f"Seats: {seats}; status {t.status}" + (f" ({t.error})" if t.error else ""))
     with st.expander("Passage", expanded=False):
         st.markdown(text_html(q.passage or "(no passage)"), unsafe_allow_html=True)
     for s in t.speeches:
