@@ -45,7 +45,8 @@ def verdict_frame(store: Store, run: str, judge: Optional[str] = None) -> pd.Dat
                 p_order0=v.p_orders[0] if len(v.p_orders) == 2 else None,
                 p_order1=v.p_orders[1] if len(v.p_orders) == 2 else None,
                 entry_0=seats[0].entry if 0 in seats else None, entry_1=seats[1].entry if 1 in seats else None,
-                consultant_side=t.seats[0].side if t.protocol == "consultancy" else None,
+                # verdict-only records (NYU metadata rooms) have no seats: no consultant to name
+                consultant_side=t.seats[0].side if t.protocol == "consultancy" and t.seats else None,
             )
         )
     return pd.DataFrame(rows)
@@ -79,9 +80,13 @@ def _games(vf: pd.DataFrame, split: bool) -> list[tuple[str, str, float]]:
     games = []
     for r in vf[vf.protocol.isin(DEBATE_PROTOCOLS) & ~vf.failed].itertuples():
         e0, e1 = r.entry_0, r.entry_1
+        if not isinstance(e0, str) or not isinstance(e1, str):
+            continue  # a verdict-only record names no debaters: nobody to rate
         if split:  # the player is (entry, honest or dishonest), so each side gets its own strength
             e0 += " (honest)" if r.correct == 0 else " (dishonest)"
             e1 += " (honest)" if r.correct == 1 else " (dishonest)"
+        if e0 == e1:
+            continue  # self-play (NYU's GPT-4 against itself): a game against oneself says nothing of strength
         games.append((e0, e1, 1.0 if r.winner == 0 else 0.0))
     return games
 
@@ -116,7 +121,7 @@ def side_table(vf: pd.DataFrame) -> pd.DataFrame:
 def consultancy_table(vf: pd.DataFrame) -> pd.DataFrame:
     """How often the judge took the consultant's answer, per entry, honest and dishonest."""
     rows = []
-    c = vf[(vf.protocol == "consultancy") & ~vf.failed]
+    c = vf[(vf.protocol == "consultancy") & ~vf.failed & vf.consultant_side.notna()]
     for r in c.itertuples():
         side = int(r.consultant_side)
         rows.append(dict(entry=r.entry_0 if side == 0 else r.entry_1, honest=side == r.correct, persuaded=r.winner == side))
@@ -162,7 +167,7 @@ def build_report(store: Store, run: str, judge: Optional[str] = None) -> Report:
     if judge is None:
         import yaml
 
-        judge = (yaml.safe_load(store.run(run).config).get("judge") or {}).get("name", "judge")
+        judge = ((yaml.safe_load(store.run(run).config) or {}).get("judge") or {}).get("name", "judge")
     vf = verdict_frame(store, run, judge)
     empty = pd.DataFrame()
     return Report(

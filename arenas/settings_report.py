@@ -33,21 +33,24 @@ def judged_frame(store: Store, run: str) -> pd.DataFrame:
 
 
 def setting_table(df: pd.DataFrame, paper_only: bool = True, human: str = "human") -> pd.DataFrame:
-    """Accuracy with a 95% interval per setting and judge; agreement with `human` on the same transcripts."""
+    """Accuracy with a 95% interval per setting and judge; agreement with `human` on the same transcripts
+    (`shared`: the pairs of this judge's and a human's verdict on one debate)."""
     if paper_only:
         df = df[df.paper]
     rows = []
     settings = [s for s in SETTING_ORDER if s in set(df.setting)] + sorted(set(df.setting) - set(SETTING_ORDER))
-    human_winner = df[df.judge == human].set_index("transcript_id").winner
+    # a debate can hold several human verdicts (the NYU live judge and people in the app): agreement counts
+    # every (judge verdict, human verdict) pair on the same debate
+    humans = df[(df.judge == human) & df.winner.notna()][["transcript_id", "winner"]]
     for setting in settings:
         for judge, g in df[df.setting == setting].groupby("judge", sort=False):
             ok = g[g.p_answer0.notna()]
             r = rate(float(ok.correct.sum()), len(ok))
             row = dict(setting=setting, judge=judge, n=len(ok), failed=len(g) - len(ok), accuracy=r.value, low=r.low, high=r.high)
             if judge != human:
-                both = ok[ok.transcript_id.isin(human_winner.dropna().index)]
-                agree = (both.winner.values == human_winner.loc[both.transcript_id].values).sum() if len(both) else 0
-                row.update(agree_with_human=agree / len(both) if len(both) else float("nan"), shared=len(both),
+                pairs = ok[["transcript_id", "winner"]].merge(humans, on="transcript_id", suffixes=("", "_human"))
+                agree = int((pairs.winner == pairs.winner_human).sum())
+                row.update(agree_with_human=agree / len(pairs) if len(pairs) else float("nan"), shared=len(pairs),
                            truncated=int(g.truncated.sum()))
             rows.append(row)
     out = pd.DataFrame(rows)

@@ -5,7 +5,9 @@ takes the next open slot atomically, never one of a story they have already read
 seen the passage), and never two slots of the same debate. A slot taken but abandoned returns to the
 queue after a timeout. Beliefs after each turn are stored as they are given; the final verdict goes
 into the verdicts table in the same transaction that closes the slot, so double submissions and stale
-pages are refused without changing anything stored.
+pages are refused without changing anything stored. Which answer a slot shows first is drawn at random
+when it is queued and stored with it, so the letter a judge sees says nothing to anyone without the
+database.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Optional, Sequence
 
 from debate.records import Transcript, Verdict, stable_id
 from debate.store import Store
+from judges.reasons import normalise_reason, reason_problem
 
 HUMAN_JUDGE = "human"
 SLOT_TIMEOUT_S = 30 * 60
@@ -30,7 +33,7 @@ CREATE TABLE IF NOT EXISTS judges (
 CREATE TABLE IF NOT EXISTS slots (
   id TEXT PRIMARY KEY, run TEXT NOT NULL, transcript_id TEXT NOT NULL, k INTEGER NOT NULL, story TEXT NOT NULL,
   status TEXT NOT NULL, judge TEXT, lease TEXT, assigned REAL, beliefs TEXT NOT NULL DEFAULT '[]',
-  verdict_id TEXT, reveal INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);
+  verdict_id TEXT, reveal INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, shown_order INTEGER);
 CREATE INDEX IF NOT EXISTS slots_status ON slots (status, created);
 CREATE TABLE IF NOT EXISTS seen (judge TEXT NOT NULL, story TEXT NOT NULL, PRIMARY KEY (judge, story));
 """
@@ -38,6 +41,11 @@ CREATE TABLE IF NOT EXISTS seen (judge TEXT NOT NULL, story TEXT NOT NULL, PRIMA
 
 class QueueError(ValueError):
     """A refused action: the message says why; nothing stored was changed."""
+
+
+class AnsweredElsewhere(QueueError):
+    """The same judge, holding the same assignment, already gave this answer (another tab, a repeated
+    click): the first answer is kept."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,7 @@ class Slot:
     beliefs: tuple[float, ...]
     verdict_id: Optional[str]
     reveal: bool
+    order: int  # which answer is displayed as A: 0 shows answer 0 first, 1 shows answer 1 first
 
 
 def hash_token(token: str) -> str:
@@ -71,12 +80,39 @@ def story_key(passage: Optional[str], question_id: str) -> str:
     return hashlib.sha256((passage or f"question:{question_id}").encode("utf-8")).hexdigest()[:16]
 
 
+def _legacy_order(slot_id: str) -> int:
+    """The display order slots had before it was stored: a hash of the slot id (derivable by anyone)."""
+    return hashlib.sha256(f"order:{slot_id}".encode("utf-8")).digest()[0] % 2
+
+
+def _add_shown_order(conn) -> None:
+    """Migrate a slots table from before `shown_order`: add the column; slots already taken keep the
+    order their judge saw (the old hash), slots nobody has taken get a random one."""
+    def missing() -> bool:
+        return "shown_order" not in {row[1] for row in conn.execute("PRAGMA table_info(slots)")}
+
+    if not missing():
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if missing():  # another process may have migrated while this one waited for the lock
+            conn.execute("ALTER TABLE slots ADD COLUMN shown_order INTEGER")
+            rows = conn.execute("SELECT id, status FROM slots").fetchall()
+            conn.executemany("UPDATE slots SET shown_order = ? WHERE id = ?",
+                             [(secrets.randbelow(2) if status == "open" else _legacy_order(i), i) for i, status in rows])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
 class HumanQueue:
     """Judges and judging slots on a store's database."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.store._conn().executescript(SCHEMA)
+        _add_shown_order(self.store._conn())
 
     def _tx(self):
         conn = self.store._conn()
@@ -138,12 +174,14 @@ class HumanQueue:
         for t in transcripts:
             q = questions[t.question_id]
             for k in range(judges_per_debate):
-                rows.append((stable_id("slot", run, t.id, k), run, t.id, k, story_key(q.passage, q.id), now, int(reveal)))
+                rows.append((stable_id("slot", run, t.id, k), run, t.id, k, story_key(q.passage, q.id), now, int(reveal),
+                             secrets.randbelow(2)))
         conn = self._tx()
         try:
             before = conn.execute("SELECT COUNT(*) FROM slots").fetchone()[0]
             conn.executemany(
-                "INSERT OR IGNORE INTO slots (id, run, transcript_id, k, story, status, created, reveal) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+                "INSERT OR IGNORE INTO slots (id, run, transcript_id, k, story, status, created, reveal, shown_order)"
+                " VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
                 rows,
             )
             after = conn.execute("SELECT COUNT(*) FROM slots").fetchone()[0]
@@ -154,9 +192,10 @@ class HumanQueue:
         return after - before
 
     def _slot(self, row) -> Slot:
-        return Slot(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(json.loads(row[7])), row[8], bool(row[9]))
+        return Slot(row[0], row[1], row[2], row[3], row[4], row[5], row[6], tuple(json.loads(row[7])), row[8], bool(row[9]),
+                    int(row[10]))
 
-    _COLS = "id, run, transcript_id, k, status, judge, lease, beliefs, verdict_id, reveal"
+    _COLS = "id, run, transcript_id, k, status, judge, lease, beliefs, verdict_id, reveal, shown_order"
 
     def current(self, judge: str, now: Optional[float] = None) -> Optional[Slot]:
         """The slot this judge holds and has not finished (and whose lease has not expired), if any."""
@@ -214,7 +253,8 @@ class HumanQueue:
             raise QueueError("this debate is not in the judging queue")
         status, holder, current_lease, beliefs = row
         if status == "done" and holder == judge and current_lease == lease:
-            raise QueueError("this debate's verdict was already submitted; nothing was changed")
+            raise AnsweredElsewhere("this debate was answered in another tab (or by an earlier click): the verdict given "
+                                    "first is kept; nothing was changed")
         if holder != judge or current_lease != lease or status != "assigned":
             raise QueueError("this page is out of date: the debate was given to another judge after a timeout; load the next debate")
         return json.loads(beliefs)
@@ -225,8 +265,12 @@ class HumanQueue:
         conn = self._tx()
         try:
             beliefs = self._check(conn, slot_id, judge, lease)
-            if turn != len(beliefs):
-                raise QueueError(f"belief for turn {turn + 1} was already given or is out of order; nothing was changed")
+            if turn < len(beliefs):
+                raise AnsweredElsewhere(f"your belief after turn {turn + 1} was already given (in another tab or by an "
+                                        "earlier click): the first one is kept; nothing was changed")
+            if turn > len(beliefs):
+                raise QueueError(f"the belief after turn {turn + 1} is out of order: give the one after turn "
+                                 f"{len(beliefs) + 1} first; nothing was changed")
             beliefs.append(float(p_answer0))
             conn.execute("UPDATE slots SET beliefs = ? WHERE id = ?", (json.dumps(beliefs), slot_id))
             conn.execute("COMMIT")
@@ -240,24 +284,26 @@ class HumanQueue:
         _probability(p_answer0)
         if abs(p_answer0 - 0.5) < 1e-9:
             raise QueueError("a final verdict must lean one way: 50/50 is not allowed")
-        reason = (reason or "").strip()
-        if len(reason) < 3:
-            raise QueueError("give a short reason for your verdict")
-        if len(reason) > 2000:
-            raise QueueError("keep the reason under 2000 characters")
+        problem = reason_problem(reason)
+        if problem:
+            raise QueueError(problem)
+        reason = normalise_reason(reason)  # what was counted is what is stored
         conn = self._tx()
         try:
             beliefs = self._check(conn, slot_id, judge, lease)
             if len(beliefs) < turns_required:
                 raise QueueError(f"give your belief after each turn first ({len(beliefs)} of {turns_required})")
-            run, t_id, q_id = conn.execute(
-                "SELECT s.run, s.transcript_id, t.question_id FROM slots s JOIN transcripts t ON t.id = s.transcript_id WHERE s.id = ?",
+            run, t_id, q_id, order = conn.execute(
+                "SELECT s.run, s.transcript_id, t.question_id, s.shown_order FROM slots s JOIN transcripts t ON t.id = s.transcript_id"
+                " WHERE s.id = ?",
                 (slot_id,),
             ).fetchone()
             v = Verdict(
                 id=stable_id("verdict", run, t_id, HUMAN_JUDGE, slot_id), run=run, transcript_id=t_id, question_id=q_id,
                 judge=HUMAN_JUDGE, p_answer0=float(p_answer0), winner=0 if p_answer0 > 0.5 else 1,
-                raw=json.dumps({"judge_name": judge, "reason": reason, "slot": slot_id}), beliefs=tuple(beliefs),
+                # the shown order stays with the verdict: position bias of people is measured from it
+                raw=json.dumps({"judge_name": judge, "reason": reason, "slot": slot_id, "shown_order": order}),
+                beliefs=tuple(beliefs),
             )
             from debate.store import _V_SQL, _v_rows
 

@@ -76,6 +76,24 @@ def test_quote_text_of_a_known_span(imported):
     assert any(f"<v_quote>{expected}</v_quote>" in s.judge_text for s in t.speeches)
 
 
+@pytest.mark.parametrize("judge", ["human", "human-offline", None])
+def test_run_reports_on_the_imported_run(imported, judge, tmp_path):
+    """Verdict-only consultancies have no seats and GPT-4 debates itself: every table still builds."""
+    from arenas.report import build_report, format_report, plot_accuracy
+
+    store, summary = imported
+    report = build_report(store, "nyu", judge=judge)
+    assert "== leaderboard" in format_report(report)
+    if judge is None:  # an import configures no judge: the default name, with no verdicts of its own
+        assert report.judge == "judge" and not len(report.accuracy) and plot_accuracy(report, tmp_path / "a.png") is None
+        return
+    assert plot_accuracy(report, tmp_path / "a.png") is not None
+    assert report.accuracy.n.sum() + report.accuracy.failed.sum() == len(store.verdicts("nyu", judge=judge))
+    if judge == "human":  # the live judges, verdict-only rooms included; the debaters (people) are rated
+        assert set(report.accuracy.protocol) == {"debate", "consultancy"}
+        assert report.accuracy.n.sum() > summary.full and len(report.leaderboard) and len(report.consultancy)
+
+
 def test_reimport_writes_nothing_twice(imported):
     store, summary = imported
     before = [store.count(t, "nyu") for t in ("transcripts", "verdicts", "questions")]

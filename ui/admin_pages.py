@@ -1,5 +1,8 @@
 """Admin pages (admin token only): leaderboard, judge accuracy and calibration, inter-annotator
-agreement, the judging queue, and full transcripts with the passage, the answer and every verdict."""
+agreement, the judging queue, and full transcripts with the passage, the answer and every verdict.
+
+A run can hold any record kind (full, verdict-only, failed; human and model verdicts); a table that
+still fails is logged and named on the page, never shown as a traceback (`ui.page_errors`)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from arenas.report import build_report, plot_accuracy
 from debate.records import Verdict
 from debate.store import Store
 from ui.app import get_queue, get_store, require_user
+from ui.page_errors import guarded, shown_or_logged
 from ui.view import agreement, calibration_bins, judge_label, p_correct, speech_html, text_html
 
 
@@ -43,22 +47,28 @@ def _admin_run_page(title: str):
     return store, _choose_run(store)
 
 
+@guarded("the leaderboard page")
 def leaderboard_page() -> None:
     """Bradley-Terry ratings with bootstrap intervals for one run and judge."""
     store, run = _admin_run_page("Leaderboard")
     judge = _choose_judge(store.verdicts(run)) if run else None
     if not judge:
         return
-    report = build_report(store, run, judge=judge)
-    if not len(report.leaderboard):
-        st.info("No decided debates to rate yet.")
-        return
-    st.dataframe(report.leaderboard, hide_index=True)
-    st.caption("strength: Bradley-Terry log-strength with bootstrap 95% interval (low, high); Elo for display.")
+    with shown_or_logged(f"the leaderboard of run {run!r} for judge {judge!r}"):
+        report = build_report(store, run, judge=judge)
+        if not len(report.leaderboard):
+            st.info("No decided debates between two named debaters to rate yet (verdict-only records and "
+                    "self-play are not rated).")
+            return
+        st.dataframe(report.leaderboard, hide_index=True)
+        st.caption("strength: Bradley-Terry log-strength with bootstrap 95% interval (low, high); Elo for display.")
 
 
+@guarded("the accuracy page")
 def accuracy_page() -> None:
-    """Judge accuracy by protocol (with a plot) and by judge, and the calibration of human judges."""
+    """Judge accuracy by protocol (with a plot) and by judge, and the calibration of human judges.
+
+    Each part is shown on its own: one that fails is named and the others still appear."""
     store, run = _admin_run_page("Accuracy")
     if not run:
         return
@@ -66,24 +76,34 @@ def accuracy_page() -> None:
     judge = _choose_judge(verdicts)
     if not judge:
         return
-    report = build_report(store, run, judge=judge)
     st.subheader(f"By protocol (judge {judge}, 95% Wilson intervals)")
-    st.dataframe(report.accuracy, hide_index=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        png = plot_accuracy(report, Path(tmp) / "accuracy.png")
-        if png:
-            st.image(png.read_bytes())
+    with shown_or_logged(f"the accuracy by protocol of run {run!r} for judge {judge!r}"):
+        report = build_report(store, run, judge=judge)
+        if len(report.accuracy):
+            st.dataframe(report.accuracy, hide_index=True)
+        else:
+            st.info(f"No verdicts by {judge} in this run.")
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_accuracy(report, Path(tmp) / "accuracy.png")
+            if png:
+                st.image(png.read_bytes())
     correct = _correct_answers(store, run)
     st.subheader("By judge (human judges by name)")
-    st.dataframe(_by_judge(verdicts, correct), hide_index=True)
+    with shown_or_logged(f"the accuracy by judge of run {run!r}"):
+        st.dataframe(_by_judge(verdicts, correct), hide_index=True)
     st.subheader("Calibration of human judges")
-    pairs = [(v.p_answer0, correct[v.transcript_id]) for v in verdicts if v.judge == "human" and v.p_answer0 is not None]
-    bins = calibration_bins(pairs)
-    if not bins:
-        st.info("No human verdicts yet.")
-        return
-    st.dataframe(pd.DataFrame([b.__dict__ for b in bins]), hide_index=True)
-    st.pyplot(_reliability_figure(bins))
+    with shown_or_logged(f"the calibration of human judges in run {run!r}"):
+        pairs = [(v.p_answer0, correct[v.transcript_id]) for v in verdicts if v.judge == "human" and v.p_answer0 is not None]
+        bins = calibration_bins(pairs)
+        if not bins:
+            st.info("No decided human verdicts yet.")
+            return
+        st.dataframe(pd.DataFrame([b.__dict__ for b in bins]), hide_index=True)
+        fig = _reliability_figure(bins)
+        st.pyplot(fig)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)  # a long-running server would otherwise keep every figure it drew
 
 
 def _correct_answers(store: Store, run: str) -> dict[str, int]:
@@ -124,6 +144,7 @@ def _reliability_figure(bins):
     return fig
 
 
+@guarded("the agreement page")
 def agreement_page() -> None:
     """Pairwise agreement between human judges who judged the same debate."""
     store, run = _admin_run_page("Agreement")
@@ -142,6 +163,7 @@ def agreement_page() -> None:
     st.dataframe(pd.DataFrame([dict(transcript=k, verdicts=", ".join(x)) for k, x in rows.items() if len(x) > 1]), hide_index=True)
 
 
+@guarded("the queue page")
 def queue_page() -> None:
     """Judging slots per run, and the registered judges (never their tokens)."""
     require_user(admin=True)
@@ -156,6 +178,7 @@ def queue_page() -> None:
     st.dataframe(pd.DataFrame([dict(name=j.name, admin=j.admin, revoked=j.revoked) for j in queue.judges()]), hide_index=True)
 
 
+@guarded("the transcripts page")
 def transcripts_page() -> None:
     """Any transcript of a run, with its passage, correct answer and verdicts."""
     store, run = _admin_run_page("Transcripts")
@@ -174,7 +197,8 @@ def transcripts_page() -> None:
     for i, ans in enumerate(q.answers):
         mark = " (correct)" if i == q.correct else ""
         st.markdown(text_html(f"{'AB'[i]}: {ans}{mark}"), unsafe_allow_html=True)
-    st.caption("Seats: " + ", ".join(f"{s.role} = {s.entry} for {'AB'[s.side]}" for s in t.seats) + f"; status {t.status}")
+    seats = ", ".join(f"{s.role} = {s.entry} for {'AB'[s.side]}" for s in t.seats) or "none (a verdict-only record)"
+    st.caption(f"Seats: {seats}; status {t.status}" + (f" ({t.error})" if t.error else ""))
     with st.expander("Passage", expanded=False):
         st.markdown(text_html(q.passage or "(no passage)"), unsafe_allow_html=True)
     for s in t.speeches:

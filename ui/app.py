@@ -2,8 +2,11 @@
 
 Run with `streamlit run ui/app.py` (the `debate ui` verb does this) and `DEBATE_RESULTS` naming the
 results folder. Everyone logs in with an access token typed into the login field; the token is
-checked against the store on every rerun, so a revoked token stops working at once. Judges see the
-judging page only; admin pages refuse anyone without an admin token.
+checked against the store on every rerun, so a revoked token stops working at once. The navigation is
+built after login from the role: a visitor gets the login page only, a judge the judging page only,
+an admin the admin pages too, so no page name or path reaches anyone whose role does not list it (and
+each admin page still refuses anyone without an admin token). No page shows a traceback: an unexpected
+error is logged and the page says what it could not show.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import streamlit as st
 
 from judges.human_queue import HumanQueue, Judge
 from debate.store import Store
+from ui.page_errors import shown_or_logged
 
 RESULTS_ENV = "DEBATE_RESULTS"
-SESSION_KEYS = ("token", "slot_id", "lease", "done")
+SESSION_KEYS = ("token", "slot_id", "lease", "done", "beliefs_seen", "notice")
 
 
 def results_folder() -> str:
@@ -92,15 +96,16 @@ def login_form() -> None:
 
 
 def build_pages(user: Optional[Judge]) -> list:
-    """Every page is registered (so links route the same way); only the user's own are listed."""
+    """The pages this user's role may open, and no others: their titles and paths are sent to the browser
+    (hidden entries too), so a visitor's list holds the login page only and a judge's the judging page."""
+    if user is None:
+        return [st.Page(login_form, title="Log in", url_path="login", default=True)]
     from ui import admin_pages, judge_page
 
-    admin = bool(user and user.admin)
-    show = "visible" if admin else "hidden"
     pages = [st.Page(judge_page.judge_page, title="Judge", icon="⚖️", url_path="judge", default=True,
-                     visibility="hidden" if admin else "visible")]
-    for func, title, url in admin_pages.PAGES:
-        pages.append(st.Page(func, title=title, url_path=url, visibility=show))
+                     visibility="hidden" if user.admin else "visible")]
+    if user.admin:
+        pages += [st.Page(func, title=title, url_path=url) for func, title, url in admin_pages.PAGES]
     return pages
 
 
@@ -112,17 +117,16 @@ def main() -> None:
         st.error("Access tokens are never accepted in the address. Open the page without it and type "
                  "your token into the login field.")
         st.stop()
-    user = current_user()
-    page = st.navigation(build_pages(user), position="sidebar" if user else "hidden")
-    if user is None:
-        login_form()
-        return
-    with st.sidebar:
-        st.caption(f"Logged in as {user.name}" + (" (admin)" if user.admin else ""))
-        if st.button("Log out", key="logout"):
-            logout()
-            st.rerun()
-    page.run()
+    with shown_or_logged("this page"):
+        user = current_user()
+        page = st.navigation(build_pages(user), position="sidebar" if user else "hidden")
+        if user is not None:
+            with st.sidebar:
+                st.caption(f"Logged in as {user.name}" + (" (admin)" if user.admin else ""))
+                if st.button("Log out", key="logout"):
+                    logout()
+                    st.rerun()
+        page.run()
 
 
 if __name__ == "__main__":

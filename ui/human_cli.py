@@ -12,13 +12,23 @@ APP = Path(__file__).resolve().parent / "app.py"
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Start the Streamlit app on the results folder (loopback unless --host is given)."""
+    """Start the Streamlit app on the results folder (loopback unless --host is given).
+
+    On POSIX the Streamlit server replaces this process (exec): it keeps the pid, so the SIGTERM a process
+    manager or `kill` sends reaches the server itself, and no orphaned server is left listening.
+    """
     env = dict(os.environ, DEBATE_RESULTS=str(Path(args.results).resolve()))
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(args.port),
            "--server.address", args.host, "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--client.toolbarMode", "viewer", "--server.fileWatcherType", "none"]
-    print(f"judging app on http://{args.host}:{args.port} (results: {args.results}); Ctrl-C stops it", flush=True)
-    return subprocess.call(cmd, env=env)
+           "--client.toolbarMode", "viewer", "--server.fileWatcherType", "none",
+           # an error that escapes the app's own handling shows no traceback to judges or visitors
+           "--client.showErrorDetails", "none"]
+    print(f"judging app on http://{args.host}:{args.port} (results: {args.results}); Ctrl-C or SIGTERM stops it",
+          flush=True)
+    if os.name == "posix":
+        sys.stderr.flush()
+        os.execve(sys.executable, cmd, env)  # does not return
+    return subprocess.call(cmd, env=env)  # elsewhere exec spawns a new process anyway; Ctrl-C reaches the child
 
 
 def cmd_judges(args: argparse.Namespace) -> int:

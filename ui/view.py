@@ -1,9 +1,9 @@
-"""Pure logic behind the judging pages (no Streamlit): answer shuffling, probability mapping, speech
-rendering, turn grouping, calibration bins and inter-annotator agreement. Unit-testable on its own."""
+"""Pure logic behind the judging pages (no Streamlit): displayed answer order, probability mapping, the
+reason's counter, speech rendering, turn grouping, calibration bins and inter-annotator agreement.
+Unit-testable on its own. The order itself is drawn at random and stored with each slot (`Slot.order`)."""
 
 from __future__ import annotations
 
-import hashlib
 import html
 import itertools
 import json
@@ -14,6 +14,7 @@ from typing import Iterable, Optional, Sequence
 from arenas.metrics import rate
 from debate.prompts import LETTERS
 from debate.records import Speech, Verdict
+from judges.reasons import REASON_MAX_CHARS, normalise_reason, reason_problem
 
 VERIFIED_STYLE = "background:#c8f2c8;color:#0b3d0b;border-radius:3px;padding:0 2px"
 UNVERIFIED_STYLE = "color:#b00020;text-decoration:line-through"
@@ -23,12 +24,7 @@ _V = re.compile(r"&lt;v_quote&gt;(.*?)&lt;/v_quote&gt;", re.DOTALL)
 _U = re.compile(r"&lt;u_quote&gt;(.*?)&lt;/u_quote&gt;", re.DOTALL)
 
 
-# -- shuffling and probabilities ------------------------------------------------------------------
-def shuffle_order(slot_id: str) -> int:
-    """The slot's presentation order, fixed by its id: 0 shows answer 0 as A, 1 shows answer 1 as A."""
-    return hashlib.sha256(f"order:{slot_id}".encode("utf-8")).digest()[0] % 2
-
-
+# -- displayed order and probabilities ----------------------------------------------------------------
 def displayed_answers(answers: Sequence[str], order: int) -> tuple[str, str]:
     """The two answers as shown, (A, B)."""
     return (answers[0], answers[1]) if order == 0 else (answers[1], answers[0])
@@ -53,9 +49,17 @@ def final_problem(percent_a: int, reason: str) -> Optional[str]:
     """Why a final verdict cannot be submitted yet, or None when it can."""
     if percent_a == 50:
         return "Lean one way: a final verdict of exactly 50% is not allowed."
-    if len((reason or "").strip()) < 3:
-        return "Give a short reason for your verdict."
-    return None
+    return reason_problem(reason)
+
+
+def reason_counter(reason: str) -> tuple[str, bool]:
+    """The counter shown under the reason field, and whether the reason is over the limit (counted as stored:
+    invisible characters removed, runs of spaces collapsed)."""
+    n = len(normalise_reason(reason))
+    if n > REASON_MAX_CHARS:
+        return (f"{n:,} of at most {REASON_MAX_CHARS:,} characters: {n - REASON_MAX_CHARS:,} over the limit. "
+                "Shorten it before you submit; a reason over the limit is refused, never cut."), True
+    return f"{n:,} of at most {REASON_MAX_CHARS:,} characters", False
 
 
 # -- speeches -------------------------------------------------------------------------------------
