@@ -125,24 +125,26 @@ def judge_run(store: Store, run: str, judge: Any, protocols: dict[str, Protocol]
     return len(cases)
 
 
-def ensure_model(model: str, progress: bool = True) -> None:
-    """Train a `judge:NAME` model the cache does not have yet, from its preset (once)."""
+def ensure_model(model: str, progress: bool = True, train: bool = True) -> None:
+    """Train a `judge:NAME` model the cache does not have yet, from its preset (once), saying so first;
+    with `train=False` a missing judge is an error naming the command that trains it."""
+    from debate.configs import ConfigError
     from debate.embedded import judge_dir
-    from judges.presets import preset_names, train_config
-    from judges.train import train_judge
+    from judges.presets import expected_minutes, preset_names, train_config
 
     if not model.startswith("judge:"):
         return
     name = model.split(":", 1)[1]
     if (judge_dir(name) / "model" / "config.json").exists() or name not in preset_names():
         return  # present, or no preset to train it from: resolve_model will say how to make it
-    print(f"trained judge {name!r} is not in the cache yet: training it first (once)", flush=True)
+    if not train:
+        raise ConfigError(f"trained judge {name!r} is not in the cache ({judge_dir(name)}) and --no-train was given; "
+                          f"train it with `debate judge train --preset {name}`, or drop --no-train")
+    from judges.train import train_judge
+
+    print(f"trained judge {name!r} is not in the cache yet: training it first, once ({expected_minutes(name)}; "
+          f"stored in {judge_dir(name)}; --no-train refuses instead)", flush=True)
     train_judge(train_config(None, name), progress=progress)
-
-
-def ensure_trained_judges(cfg: TournamentConfig, progress: bool = True) -> None:
-    for p in cfg.policies:
-        ensure_model(p.model, progress)
 
 
 def run_tournament(
@@ -151,9 +153,14 @@ def run_tournament(
     resume: bool = False,
     progress: bool = True,
     policies: Optional[dict[str, Any]] = None,
+    train_judges: bool = True,
 ) -> RunResult:
     """Run (or resume) a tournament and store everything; `policies` may be passed in (tests)."""
     start = time.perf_counter()
+    needed = [cfg.policy(n) for n in sorted({e.policy for e in cfg.entries} | ({cfg.judge.policy} if cfg.judge.kind == "model" else set()))]
+    if policies is None:
+        for p in needed:  # before anything is stored: a refused or failed judge training leaves no run behind
+            ensure_model(p.model, progress, train_judges)
     store = Store(cfg.results)
     if resume:
         if run is None:
@@ -165,9 +172,7 @@ def run_tournament(
     if policies is None:
         from debate.actors import start_policies
 
-        ensure_trained_judges(cfg, progress)
-        needed = {e.policy for e in cfg.entries} | ({cfg.judge.policy} if cfg.judge.kind == "model" else set())
-        policies = start_policies([cfg.policy(n) for n in sorted(needed)], cfg.ray)
+        policies = start_policies(needed, cfg.ray)
     cfg = resolved_config(cfg, policies)
     save_config(cfg, run, store)  # what `auto` chose (device, dtype) is part of the run's record
     played = play(cfg, run, store, policies, progress)

@@ -32,3 +32,12 @@ def train_config(config: Optional[str], preset: Optional[str], overrides: Sequen
         return build(JudgeTrainConfig, data, "")
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def expected_minutes(name: str) -> str:
+    """What training preset NAME is expected to take, from the `# expected:` line its file declares."""
+    path = PRESET_DIR / f"{name}.yaml"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("# expected:"):
+            return line.split(":", 1)[1].strip()
+    return "time not measured for this preset"

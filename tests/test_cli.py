@@ -40,3 +40,11 @@ def test_report_of_unknown_run(capsys, tmp_path):
 def test_resume_of_unknown_run(capsys, tmp_path):
     assert main(["tournament", "--resume", "nope", "--results", str(tmp_path)]) == 2
     assert "no run named 'nope'" in capsys.readouterr().err
+
+
+def test_no_train_refuses_a_missing_trained_judge_before_storing_anything(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    assert main(["tournament", "--no-train", "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert "--no-train" in err and "debate judge train --preset embedded" in err
+    assert not (tmp_path / "results" / "debate.sqlite").exists()

@@ -43,10 +43,10 @@ def cmd_tournament(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.resume:
         cfg = resume_config(Store(args.results or "results"), args.resume)
-        result = run_tournament(cfg, run=args.resume, resume=True, progress=not args.quiet)
+        result = run_tournament(cfg, run=args.resume, resume=True, progress=not args.quiet, train_judges=not args.no_train)
     else:
         cfg = _tournament_config(args)
-        result = run_tournament(cfg, run=args.run, progress=not args.quiet)
+        result = run_tournament(cfg, run=args.run, progress=not args.quiet, train_judges=not args.no_train)
     report = build_report(result.store, result.run)
     print(format_report(report))
     png = plot_accuracy(report, Path(cfg.results) / result.run / "accuracy.png")
@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. protocols.0.rounds=1")
     t.add_argument("--judge", choices=["model", "human"], help="human: queue the debates for people in `debate ui`")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--no-train", action="store_true", help="refuse instead of training a trained judge the cache lacks")
     t.set_defaults(func=cmd_tournament)
 
     r = sub.add_parser("report", help="print a run's tables from the store")
