@@ -159,6 +159,8 @@ def run_tournament(
     start = time.perf_counter()
     needed = [cfg.policy(n) for n in sorted({e.policy for e in cfg.entries} | ({cfg.judge.policy} if cfg.judge.kind == "model" else set()))]
     if policies is None:
+        if not resume:
+            questions_of(cfg)  # a bad question file is an error now, not after minutes of judge training
         for p in needed:  # before anything is stored: a refused or failed judge training leaves no run behind
             ensure_model(p.model, progress, train_judges)
     store = Store(cfg.results)

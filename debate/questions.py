@@ -361,12 +361,15 @@ def load_question_set(spec: dict, base: Optional[PathLike] = None) -> list[Quest
     if source == "synthetic":
         from debate.synthetic import generate
 
-        return generate(
-            100 if n is None else n,
-            seed=spec.get("seed", 0),
-            difficulty=spec.get("difficulty", "easy"),
-            split=spec.get("split", "test"),
-        )
+        try:
+            return generate(
+                100 if n is None else n,
+                seed=spec.get("seed", 0),
+                difficulty=spec.get("difficulty", "easy"),
+                split=spec.get("split", "test"),
+            )
+        except ValueError as exc:  # an unknown difficulty or a bad seed: name the field
+            raise QuestionFileError(f"question set (synthetic): {exc}") from None
     if "path" not in spec:
         raise QuestionFileError(f"question set ({source}): field 'path' is missing; add the path")
     path = Path(spec["path"])

@@ -48,3 +48,34 @@ def test_no_train_refuses_a_missing_trained_judge_before_storing_anything(capsys
     err = capsys.readouterr().err
     assert "--no-train" in err and "debate judge train --preset embedded" in err
     assert not (tmp_path / "results" / "debate.sqlite").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "nope"], "no run named 'nope'"),
+    (["judge", "eval", "nope"], "no trained judge"),
+    (["judge", "train", "--preset", "nope"], "unknown judge preset 'nope'"),
+    (["judge", "train", "--set", "epochs=abc"], "epochs: expected int"),
+    (["judge", "train", "--set", "lr=3e-5", "--set", "epochs=0"], "epochs and batch_debates must be at least 1"),
+    (["import", "nyu", "/nonexistent"], "does not exist"),
+    (["bench", "engine", "--batch", "x"], "--batch 'x'"),
+    (["tournament", "--no-train", "--set", "questions.difficulty=hardest"], "unknown difficulty 'hardest'"),
+    (["tournament", "--no-train", "--set", "protocols.7.rounds=2"], "does not name a field"),
+])
+def test_user_mistakes_are_errors_not_tracebacks(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_a_question_file_that_is_not_utf8_names_the_byte(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "q.jsonl"
+    good = '{"id": "q1", "question": "Who?", "answers": ["a", "b"], "correct": 0}\n'
+    path.write_bytes(good.encode() + '{"id": "q2", "question": "Caf\u00e9?", "answers": ["a", "b"], "correct": 1}\n'.encode("latin-1"))
+    argv = ["tournament", "--no-train", "--results", str(tmp_path), "--set", "questions.source=jsonl", "--set", f"questions.path={path}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    offset = len(good.encode()) + len('{"id": "q2", "question": "Caf')
+    assert f"{path} line 2 (byte offset {offset})" in err and "UTF-8" in err, err

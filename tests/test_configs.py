@@ -131,6 +131,9 @@ def test_parse_value_types() -> None:
     assert parse_value("true") is True
     assert parse_value("0.5") == 0.5
     assert parse_value("abc") == "abc"
+    assert parse_value("3e-5") == 3e-5 and isinstance(parse_value("3e-5"), float)  # YAML 1.1 would keep a string
+    assert parse_value("1_000") == 1000
+    assert parse_value("[1, 2]") == [1, 2]
 
 
 def test_type_error_names_field() -> None:
@@ -195,3 +198,12 @@ def read_yaml_text(text: str) -> dict:
     import yaml
 
     return yaml.safe_load(text)
+
+
+def test_yaml_numbers_in_python_notation_are_read_as_numbers(tmp_path) -> None:
+    from judges.presets import train_config
+
+    path = tmp_path / "judge.yaml"
+    path.write_text("name: x\nlr: 3e-5\ntrain_questions: 1_000\n")  # YAML 1.1 reads 3e-5 as a string
+    cfg = train_config(str(path), None)
+    assert cfg.lr == 3e-5 and cfg.train_questions == 1000
