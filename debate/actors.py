@@ -129,6 +129,9 @@ def start_ray(cfg: RayConfig, cpus_wanted: float = 0.0) -> None:
 
     if ray.is_initialized():
         return
+    # Ray starts its workers at niceness 15, so on a busy machine the policies (all the real work) yield
+    # to anything else; run them at the driver's priority unless the user set it.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
     if cfg.address:
         kwargs["address"] = cfg.address
