@@ -16,7 +16,7 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file or field and the fix."""
 
 
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "vllm", "mock")
 JUDGE_KINDS = ("model", "human")
 JUDGE_MODES = ("logprob", "text")
 OVERFLOW = ("truncate", "refuse")

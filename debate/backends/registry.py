@@ -23,7 +23,13 @@ def _vllm(cfg: PolicyConfig) -> Any:
     return VLLMBackend(resolve_model(cfg.model), name=cfg.name, dtype=cfg.dtype)
 
 
-BACKENDS: dict[str, Callable[[PolicyConfig], Any]] = {"transformers": _transformers, "vllm": _vllm}
+def _mock(cfg: PolicyConfig) -> Any:
+    from debate.backends.mock import MockBackend
+
+    return MockBackend(name=cfg.name)
+
+
+BACKENDS: dict[str, Callable[[PolicyConfig], Any]] = {"transformers": _transformers, "vllm": _vllm, "mock": _mock}
 
 
 def make_backend(cfg: PolicyConfig) -> Any:
