@@ -75,11 +75,14 @@ def prepare_run(cfg: TournamentConfig, run: str, store: Store) -> tuple[list[Tra
 
 
 def resume_config(store: Store, run: str) -> TournamentConfig:
+    """The run's stored config, with `results` set to the folder of the store it is read from: a resumed
+    run writes where it reads (a moved or copied results folder included), never to the folder it
+    was first run in."""
     cfg = stored_config(store, run)
     if cfg is None:
         raise ConfigError(f"run {run} is a {store.run(run).kind} run, not a tournament: it cannot be resumed; "
                           f"re-judge it with `debate judge run {run} --judge SPEC` instead")
-    return cfg
+    return replace(cfg, results=str(store.folder))
 
 
 def play(

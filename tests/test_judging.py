@@ -118,3 +118,29 @@ def test_resume_of_an_imported_run_is_refused_with_the_fix(tmp_path):
     store.add_run(RunInfo("nyu", "import-nyu", '{"path": "x"}', time.time()))
     with pytest.raises(ConfigError, match="not a tournament.*debate judge run nyu"):
         resume_config(store, "nyu")
+
+
+def test_resume_writes_to_the_results_folder_it_reads(tmp_path, capsys, monkeypatch):
+    """`--resume RUN --results B` on a run first played in A: B is read and written, A is left alone."""
+    import shutil
+
+    import debate.actors
+
+    from debate.store import Store
+    from ui.cli import main
+
+    first, moved = tmp_path / "A", tmp_path / "B"
+    cfg = load_tournament(mock_config(first, protocols=[{"name": "debate", "rounds": 1}]))
+    run_tournament(cfg, run="m", progress=False, policies=local_policies(cfg))
+    shutil.copytree(first, moved)
+    with sqlite3.connect(Store(moved).path) as c:
+        c.execute("DELETE FROM verdicts")
+    before = (first / "m" / "config.yaml").read_text(), Store(first).count("verdicts", "m")
+    # the stored config's `backend: mock` policies, started in this process rather than as Ray actors
+    monkeypatch.setattr(debate.actors, "start_policies", lambda policies, ray: {p.name: LocalPolicy(PolicyServer(p)) for p in policies})
+    assert main(["tournament", "--resume", "m", "--results", str(moved), "--quiet"]) == 0
+    assert "4 judged in this call" in capsys.readouterr().out  # 2 questions x 2 seatings
+    assert Store(moved).count("verdicts", "m") == 4
+    assert (moved / "m" / "accuracy.png").exists() and f"results: {moved}" in (moved / "m" / "config.yaml").read_text()
+    assert ((first / "m" / "config.yaml").read_text(), Store(first).count("verdicts", "m")) == before
+    assert not (first / "m" / "accuracy.png").exists()
