@@ -5,24 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from debate.configs import ConfigError, JudgeConfig, PolicyConfig, RayConfig, build, read_yaml
+from debate.configs import ConfigError, JudgeConfig, PolicyConfig, RayConfig, build, named_yaml, read_yaml
 from arenas.judging import cases_to_judge, judge_cases
 from debate.policy import Policy
 from debate.prompts import load_prompts
 from debate.store import Store
 from judges.model_judge import ModelJudge
 
-SPEC_DIR = Path(__file__).resolve().parents[1] / "judges" / "specs"
+SPEC_DIR = Path(__file__).resolve().parents[1] / "judges" / "specs"  # package data of `judges`
 
 
 def judge_spec(name_or_file: str) -> tuple[PolicyConfig, JudgeConfig]:
     """A judge spec: a YAML file with `policy` and `judge` sections, or a built-in name."""
-    path = Path(name_or_file)
-    if not path.exists():
-        path = SPEC_DIR / f"{name_or_file}.yaml"
-        if not path.exists():
-            known = ", ".join(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
-            raise ConfigError(f"judge {name_or_file!r} is neither a YAML file nor a built-in judge; known: {known}")
+    path = named_yaml(SPEC_DIR, name_or_file, "judge spec", files=True)
     data = read_yaml(path)
     unknown = set(data) - {"policy", "judge"}
     if unknown or "policy" not in data:

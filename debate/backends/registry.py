@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from debate.configs import PolicyConfig
+if TYPE_CHECKING:  # configs takes its list of backends from here
+    from debate.configs import PolicyConfig
 
 
 def _transformers(cfg: PolicyConfig) -> Any:
