@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from arenas.judging import judge_cases
 from arenas.metrics import accuracy, brier, ece, first_position_preference, position_bias
 from debate.prompts import load_prompts
 from debate.records import Transcript, from_dict
@@ -37,7 +38,7 @@ def evaluate(judge: ModelJudge, sets: dict[str, list[Example]], progress: bool =
     rows = []
     results: dict[str, list] = {}
     for kind, examples in sets.items():
-        results[kind] = judge.judge([ex.case for ex in examples], progress=progress)
+        results[kind] = judge_cases(judge, [ex.case for ex in examples], progress=progress)
         rows.append(_row(kind, examples, results[kind]))
     probes = [
         ("templated: dishonest quotes a verified sentence about the wrong object", "templated", lambda e: e.trick == "wrong-object"),

@@ -5,20 +5,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from tqdm.auto import tqdm
-
-from debate.configs import TournamentConfig, dump, load_tournament
+from debate.configs import ConfigError, TournamentConfig, dump
 from debate.engine import Debate, Engine
+from debate.policy import Policy
 from debate.prompts import load_prompts
-from debate.protocols import Protocol, get_protocol
+from debate.protocols import Protocol
 from debate.questions import load_question_set
 from debate.quotes import QuoteRules
 from debate.records import Question, RunInfo, Transcript
 from debate.store import Store
+from arenas.judging import cases_to_judge, judge_cases, protocols_of, stored_config
 from arenas.schedule import round_robin
-from judges.base import Case
+from judges.base import Judge
 from judges.model_judge import ModelJudge
 
 
@@ -29,10 +29,6 @@ class RunResult:
     seconds: float
     played: int  # transcripts advanced in this call
     judged: int  # verdicts written in this call
-
-
-def protocols_of(cfg: TournamentConfig) -> dict[str, Protocol]:
-    return {p.name: get_protocol(p.name, p.rounds, p.word_limit, p.beliefs) for p in cfg.protocols}
 
 
 def questions_of(cfg: TournamentConfig, base: Optional[Path] = None) -> list[Question]:
@@ -55,7 +51,7 @@ def save_config(cfg: TournamentConfig, run: str, store: Store) -> None:
     (folder / "config.yaml").write_text(dump(cfg))
 
 
-def resolved_config(cfg: TournamentConfig, policies: dict[str, Any]) -> TournamentConfig:
+def resolved_config(cfg: TournamentConfig, policies: dict[str, Policy]) -> TournamentConfig:
     """`cfg` with each started policy's `auto` device and dtype replaced by what its backend chose."""
     out = []
     for p in cfg.policies:
@@ -79,19 +75,28 @@ def prepare_run(cfg: TournamentConfig, run: str, store: Store) -> tuple[list[Tra
 
 
 def resume_config(store: Store, run: str) -> TournamentConfig:
-    import yaml
+    """The run's stored config, with `results` set to the folder of the store it is read from: a resumed
+    run writes where it reads (a moved or copied results folder included), never to the folder it
+    was first run in."""
+    cfg = stored_config(store, run)
+    if cfg is None:
+        raise ConfigError(f"run {run} is a {store.run(run).kind} run, not a tournament: it cannot be resumed; "
+                          f"re-judge it with `debate judge run {run} --judge SPEC` instead")
+    return replace(cfg, results=str(store.folder))
 
-    info = store.run(run)
-    return load_tournament(yaml.safe_load(info.config), source=f"run {run} (stored config)")
 
-
-def play(cfg: TournamentConfig, run: str, store: Store, policies: dict[str, Any], progress: bool = True) -> int:
-    """Advance every stored, unfinished transcript of the run; returns how many were advanced."""
-    questions = store.questions(run)
+def play(
+    cfg: TournamentConfig, run: str, store: Store, policies: dict[str, Policy], progress: bool = True,
+    questions: Optional[dict[str, Question]] = None, transcripts: Optional[list[Transcript]] = None,
+) -> list[Transcript]:
+    """Advance every unfinished transcript of the run; returns those it advanced, as they ended (with their
+    speeches). The run's questions and transcripts may be passed in when already read."""
+    questions = store.questions(run) if questions is None else questions
+    transcripts = store.transcripts(run, status="running") if transcripts is None else transcripts
     protocols = protocols_of(cfg)
     debates = [
         Debate(t, questions[t.question_id], protocols[t.protocol], list(t.speeches))
-        for t in store.transcripts(run, status="running")
+        for t in transcripts if t.status == "running"
     ]
     engine = Engine(
         {name: policies[name] for name in {e.policy for e in cfg.entries}},
@@ -103,25 +108,16 @@ def play(cfg: TournamentConfig, run: str, store: Store, policies: dict[str, Any]
         overflow=cfg.context_overflow,
     )
     engine.run(debates, progress=progress)
-    return len(debates)
+    return [replace(d.transcript, speeches=tuple(d.speeches)) for d in debates]
 
 
-def judge_run(store: Store, run: str, judge: Any, protocols: dict[str, Protocol], progress: bool = True) -> int:
+def judge_run(
+    store: Store, run: str, judge: Judge, protocols: dict[str, Protocol], progress: bool = True,
+    questions: Optional[dict[str, Question]] = None, transcripts: Optional[list[Transcript]] = None,
+) -> int:
     """Judge every complete transcript of the run that has no verdict from this judge yet."""
-    questions = store.questions(run)
-    judged = {v.transcript_id for v in store.verdicts(run, judge=judge.name)}
-    cases = [
-        Case(t, questions[t.question_id], protocols[t.protocol])
-        for t in store.transcripts(run, status="complete")
-        if t.id not in judged
-    ]
-    batch = 32  # store verdicts as they come so a kill loses at most one batch
-    bar = tqdm(total=len(cases), desc=f"judging ({judge.name})", unit="debate", disable=not progress, dynamic_ncols=True)
-    for k in range(0, len(cases), batch):
-        chunk = cases[k : k + batch]
-        store.add_verdicts(judge.judge(chunk))
-        bar.update(len(chunk))
-    bar.close()
+    cases = cases_to_judge(store, run, judge.name, protocols, questions, transcripts)
+    judge_cases(judge, cases, store, progress)
     return len(cases)
 
 
@@ -152,7 +148,7 @@ def run_tournament(
     run: Optional[str] = None,
     resume: bool = False,
     progress: bool = True,
-    policies: Optional[dict[str, Any]] = None,
+    policies: Optional[dict[str, Policy]] = None,
     train_judges: bool = True,
 ) -> RunResult:
     """Run (or resume) a tournament and store everything; `policies` may be passed in (tests)."""
@@ -177,13 +173,17 @@ def run_tournament(
         policies = start_policies(needed, cfg.ray)
     cfg = resolved_config(cfg, policies)
     save_config(cfg, run, store)  # what `auto` chose (device, dtype) is part of the run's record
-    played = play(cfg, run, store, policies, progress)
+    questions, transcripts = store.questions(run), store.transcripts(run)  # read once, for play and judging
+    advanced = play(cfg, run, store, policies, progress, questions, transcripts)
+    played = len(advanced)
+    now = {t.id: t for t in advanced}
+    complete = [t for t in (now.get(t.id, t) for t in transcripts) if t.status == "complete"]
     if cfg.judge.kind == "human":
         from judges.human_queue import HumanQueue
 
-        queued = HumanQueue(store).enqueue(run, store.transcripts(run, status="complete"), cfg.judge.judges_per_debate, cfg.judge.reveal)
+        queued = HumanQueue(store).enqueue(run, complete, cfg.judge.judges_per_debate, cfg.judge.reveal)
         print(f"{queued} judging slots queued for human judges; start `debate ui` and add judges with `debate judges add NAME`")
         return RunResult(run, store, time.perf_counter() - start, played, 0)
     judge = ModelJudge(cfg.judge.name, policies[cfg.judge.policy], load_prompts("default"), cfg.judge.mode, cfg.judge.min_letter_mass)
-    judged = judge_run(store, run, judge, protocols_of(cfg), progress)
+    judged = judge_run(store, run, judge, protocols_of(cfg), progress, questions, complete)
     return RunResult(run, store, time.perf_counter() - start, played, judged)

@@ -1,7 +1,8 @@
 """Ray actors hosting policies (debaters and model judges). Ray is imported only here.
 
-The driver talks to every policy through a handle with the same methods, local or remote:
-`submit_generate` / `submit_score` return futures so that several policies work at once.
+The driver talks to every policy through a handle with the same methods, local or remote (both satisfy
+`debate.policy.Policy`): `submit_generate` / `submit_score` return futures so that several policies work
+at once; `count_tokens` / `truncate_tokens` take whole lists, one call per batch.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class PolicyServer:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.backend.count_tokens(texts)
 
-    def truncate_tokens(self, text: str, max_tokens: int) -> str:
-        return self.backend.truncate_tokens(text, max_tokens)
+    def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
+        return self.backend.truncate_tokens(texts, max_tokens)
 
 
 class LocalPolicy:
@@ -51,6 +52,7 @@ class LocalPolicy:
 
     def __init__(self, server: PolicyServer) -> None:
         self.server = server
+        self.backend = server.backend
         self.name = server.name
         self.context_length = server.backend.context_length
         info = server.info()
@@ -65,8 +67,8 @@ class LocalPolicy:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.server.count_tokens(texts)
 
-    def truncate_tokens(self, text: str, max_tokens: int) -> str:
-        return self.server.truncate_tokens(text, max_tokens)
+    def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
+        return self.server.truncate_tokens(texts, max_tokens)
 
 
 class _RayFuture:
@@ -106,10 +108,10 @@ class RemotePolicy:
 
         return ray.get(self.actor.count_tokens.remote(list(texts)))
 
-    def truncate_tokens(self, text: str, max_tokens: int) -> str:
+    def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
         import ray
 
-        return ray.get(self.actor.truncate_tokens.remote(text, max_tokens))
+        return ray.get(self.actor.truncate_tokens.remote(list(texts), list(max_tokens)))
 
     def close(self) -> None:
         import ray
@@ -144,7 +146,7 @@ def start_policies(policies: Sequence[PolicyConfig], ray_cfg: RayConfig) -> dict
     """One actor per policy, started together so their model loads overlap."""
     from debate.embedded import ensure_embedded
 
-    if any(p.model in ("embedded",) for p in policies):
+    if any(p.model == "embedded" and p.backend != "mock" for p in policies):
         ensure_embedded()  # convert once in the driver, not in every actor at once
     start_ray(ray_cfg, sum(p.num_cpus for p in policies))
     return {p.name: RemotePolicy(p) for p in policies}

@@ -16,7 +16,6 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file or field and the fix."""
 
 
-BACKENDS = ("transformers", "vllm")
 JUDGE_KINDS = ("model", "human")
 JUDGE_MODES = ("logprob", "text")
 OVERFLOW = ("truncate", "refuse")
@@ -42,7 +41,9 @@ class PolicyConfig:
     num_gpus: float = 0.0
 
     def __post_init__(self) -> None:
-        _choice(self.backend, BACKENDS, f"policies.{self.name}.backend")
+        from debate.backends.registry import BACKENDS  # the registry is the one list of backends
+
+        _choice(self.backend, tuple(BACKENDS), f"policies.{self.name}.backend")
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,12 @@ class EntryConfig:
     max_new_tokens: int = 96
 
     def __post_init__(self) -> None:
+        from debate.prompts import debater_styles, load_prompts
+
         if self.temperature < 0:
             raise ConfigError(f"entries.{self.name}.temperature must be >= 0, got {self.temperature}")
+        # checked at load, not mid-run after the models have loaded; the engine plays the default prompt set
+        _choice(self.prompt, tuple(debater_styles(load_prompts("default"))), f"entries.{self.name}.prompt")
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,26 @@ def apply_override(data: dict, dotted: str, value: Any) -> None:
         node[int(last)] = value
     else:
         node[last] = value
+
+
+def yaml_names(folder: Path) -> list[str]:
+    """The names of the built-in YAML files in `folder` (arena presets, judge presets, specs, prompts)."""
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def named_yaml(folder: Path, name: str, what: str, files: bool = False) -> Path:
+    """The built-in `folder/NAME.yaml`, or with `files` a YAML file's own path; an unknown name is an
+    error that lists the known ones."""
+    if files and (name.endswith((".yaml", ".yml")) or Path(name).is_file()):
+        if not Path(name).is_file():
+            raise ConfigError(f"{what} file {name} does not exist; give a YAML file or a built-in name: "
+                              f"{', '.join(yaml_names(folder))}")
+        return Path(name)
+    path = folder / f"{name}.yaml"
+    if not path.exists():
+        hint = " (or a YAML file)" if files else ""
+        raise ConfigError(f"unknown {what} {name!r}; known{hint}: {', '.join(yaml_names(folder))}")
+    return path
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -10,12 +10,12 @@ from tqdm.auto import tqdm
 
 from debate.backends.base import GenRequest, GenResult, Sampling
 from debate.configs import EntryConfig
+from debate.context import debater_passage_budget
 from debate.prompts import debater_messages
 from debate.protocols import Protocol, n_speeches, next_step, visible_count
 from debate.quotes import QuoteRules, find_quotes, strip_markup
+from debate.policy import Policy
 from debate.records import Question, Speech, Transcript, stable_id
-
-PROMPT_RESERVE_TOKENS = 320  # instructions, question and answers around the passage
 
 
 @dataclass
@@ -58,11 +58,11 @@ def make_speech(
 
 
 class Engine:
-    """Runs debates with debater policies passed in (handles with `submit_generate`)."""
+    """Runs debates with debater policies passed in (by policy name)."""
 
     def __init__(
         self,
-        policies: dict[str, Any],
+        policies: dict[str, Policy],
         entries: Sequence[EntryConfig],
         prompts: dict,
         quote_rules: QuoteRules,
@@ -94,10 +94,11 @@ class Engine:
                 by_policy[self.entries[seat.entry].policy].append(d)
         for name, group in by_policy.items():
             policy = self.policies[name]
-            counts = policy.count_tokens([d.passage or "" for d in group])
+            counts = policy.count_tokens([d.passage or "" for d in group])  # one call per policy
+            cut: list[tuple[Debate, int, int]] = []
             for d, n in zip(group, counts):
                 longest = max(self.entries[s.entry].max_new_tokens for s in d.transcript.seats)
-                budget = policy.context_length - PROMPT_RESERVE_TOKENS - longest * (n_speeches(d.protocol) + 1)
+                budget = debater_passage_budget(policy.context_length, longest, n_speeches(d.protocol))
                 if n <= budget or d.finished:
                     continue
                 if self.overflow == "refuse" or budget <= 0:
@@ -106,9 +107,14 @@ class Engine:
                         f"{policy.context_length} leaves {max(budget, 0)} for it; set context_overflow: truncate, "
                         f"shorten the passage, or lower rounds/max_new_tokens"))
                 else:
-                    d.passage = policy.truncate_tokens(d.passage or "", budget)
-                    if not any("truncated" in w for w in d.transcript.warnings):
-                        self._save(d, "running", warning=f"passage truncated from {n} to {budget} tokens for {name}'s context")
+                    cut.append((d, n, budget))
+            if not cut:
+                continue
+            texts = policy.truncate_tokens([d.passage or "" for d, _, _ in cut], [b for _, _, b in cut])
+            for (d, n, budget), text in zip(cut, texts):
+                d.passage = text
+                if not any("truncated" in w for w in d.transcript.warnings):
+                    self._save(d, "running", warning=f"passage truncated from {n} to {budget} tokens for {name}'s context")
 
     def _request(self, d: Debate, role: str, step_index: int) -> tuple[str, GenRequest]:
         seat = d.transcript.seat(role)

@@ -7,9 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
-
 from debate.backends.base import Messages
+from debate.configs import named_yaml, read_yaml
 from debate.protocols import Protocol
 from debate.records import Question, Speech
 
@@ -20,11 +19,7 @@ LETTERS = ("A", "B")
 @lru_cache(maxsize=8)
 def load_prompts(name: str = "default") -> dict:
     """A prompt file by name (from debate/prompts) or by path."""
-    path = Path(name) if name.endswith(".yaml") else PROMPT_DIR / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in PROMPT_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"prompt file {path} does not exist; known prompt sets: {', '.join(known)}")
-    return yaml.safe_load(path.read_text())
+    return read_yaml(named_yaml(PROMPT_DIR, name, "prompt set", files=True))
 
 
 def debater_styles(prompts: dict) -> list[str]:

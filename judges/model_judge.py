@@ -14,14 +14,14 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from debate.backends.base import GenRequest, Sampling, ScoreRequest
+from debate.context import expert_passage_budget, speeches_to_drop
+from debate.policy import Policy
 from debate.prompts import judge_messages
 from debate.records import Speech, Verdict
 from judges.base import Case, decided_verdict, failed_verdict
 from judges.parsing import parse_verdict
 
 CANDIDATES = (" A", " B")
-EXPERT_RESERVE_TOKENS = 400
-CONTEXT_MARGIN_TOKENS = 300  # instructions, question and answers around the speeches
 
 
 def _pairs(speeches: Sequence[Speech]) -> list[tuple[Speech, str]]:
@@ -29,9 +29,9 @@ def _pairs(speeches: Sequence[Speech]) -> list[tuple[Speech, str]]:
 
 
 class ModelJudge:
-    """Judges with a policy handle (`submit_score` / `submit_generate`) passed in."""
+    """Judges with a policy handle passed in."""
 
-    def __init__(self, name: str, policy: Any, prompts: dict, mode: str = "logprob", min_letter_mass: float = 1e-4, chunk: int = 64) -> None:
+    def __init__(self, name: str, policy: Policy, prompts: dict, mode: str = "logprob", min_letter_mass: float = 1e-4, chunk: int = 64) -> None:
         if mode not in ("logprob", "text"):
             raise ValueError(f"unknown judge mode {mode!r}; known: logprob, text")
         self.name = name
@@ -40,14 +40,6 @@ class ModelJudge:
         self.mode = mode
         self.min_letter_mass = min_letter_mass
         self.chunk = chunk
-
-    def _passage(self, case: Case) -> str | None:
-        """The passage for the expert protocol, fitted into the judge's context."""
-        if not case.protocol.judge_sees_passage or not case.question.passage:
-            return None
-        budget = self.policy.context_length - EXPERT_RESERVE_TOKENS
-        (n,) = self.policy.count_tokens([case.question.passage])
-        return case.question.passage if n <= budget else self.policy.truncate_tokens(case.question.passage, budget)
 
     def _prefixes(self, case: Case) -> list[int]:
         """Speech counts to judge at: the whole transcript, plus each turn's end when beliefs are asked."""
@@ -67,25 +59,39 @@ class ModelJudge:
         bar.close()
         return out
 
-    def _first_kept(self, case: Case, passage: str | None) -> int:
-        """How many early speeches to drop so that the whole transcript fits the judge's context."""
-        speeches = case.transcript.speeches
-        budget = self.policy.context_length - CONTEXT_MARGIN_TOKENS
-        lengths = self.policy.count_tokens([s.judge_text or s.text for s in speeches] + [passage or ""])
-        used = lengths[-1] + sum(lengths[:-1]) + 20 * len(speeches)
-        first = 0
-        while used > budget and first < len(speeches) - 1:
-            used -= lengths[first] + 20
-            first += 1
-        return first
+    def _fit(self, cases: Sequence[Case]) -> tuple[list[str | None], list[int]]:
+        """Each case's passage (expert protocol only, cut to the judge's context) and how many early
+        speeches to drop so that the transcript fits; one token-counting call for the whole chunk."""
+        passages = [c.question.passage if c.protocol.judge_sees_passage and c.question.passage else None for c in cases]
+        texts: list[str] = []
+        for case, passage in zip(cases, passages):
+            texts.extend([passage or ""] + [s.judge_text or s.text for s in case.transcript.speeches])
+        counts = self.policy.count_tokens(texts)
+        budget = expert_passage_budget(self.policy.context_length)
+        firsts: list[int] = []
+        long: list[int] = []
+        pos = 0
+        for i, case in enumerate(cases):
+            n = len(case.transcript.speeches)
+            passage_tokens, speech_tokens = counts[pos], counts[pos + 1 : pos + 1 + n]
+            pos += 1 + n
+            if passages[i] is not None and passage_tokens > budget:
+                long.append(i)
+                passage_tokens = budget
+            firsts.append(speeches_to_drop(self.policy.context_length, speech_tokens, passage_tokens) if n else 0)
+        if long:
+            cut = self.policy.truncate_tokens([passages[i] or "" for i in long], [budget] * len(long))
+            for i, text in zip(long, cut):
+                passages[i] = text
+        return passages, firsts
 
     def _judge_chunk(self, cases: Sequence[Case]) -> list[Verdict]:
         jobs: list[tuple[int, int, int]] = []  # (case index, prefix length, order)
         msgs = []
         cut: dict[int, str] = {}
+        passages, firsts = self._fit(cases)
         for i, case in enumerate(cases):
-            passage = self._passage(case)
-            first = self._first_kept(case, passage) if case.transcript.speeches else 0
+            passage, first = passages[i], firsts[i]
             if first:
                 cut[i] = f"transcript cut to fit the judge's context: the first {first} of {len(case.transcript.speeches)} speeches dropped"
             for n in self._prefixes(case):

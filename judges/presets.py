@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from debate.configs import ConfigError, apply_overrides, build, read_yaml
+from debate.configs import ConfigError, apply_overrides, build, named_yaml, read_yaml, yaml_names
 from judges.train import JudgeTrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return yaml_names(PRESET_DIR)
 
 
 def train_config(config: Optional[str], preset: Optional[str], overrides: Sequence[str] = ()) -> JudgeTrainConfig:
@@ -23,10 +23,7 @@ def train_config(config: Optional[str], preset: Optional[str], overrides: Sequen
         data, source = read_yaml(config), config
     else:
         name = preset or "embedded"
-        path = PRESET_DIR / f"{name}.yaml"
-        if not path.exists():
-            raise ConfigError(f"unknown judge preset {name!r}; known: {', '.join(preset_names())}")
-        data, source = read_yaml(path), f"judge preset {name}"
+        data, source = read_yaml(named_yaml(PRESET_DIR, name, "judge preset")), f"judge preset {name}"
     apply_overrides(data, overrides, example="epochs=1")
     try:
         return build(JudgeTrainConfig, data, "")

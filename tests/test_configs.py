@@ -207,3 +207,51 @@ def test_yaml_numbers_in_python_notation_are_read_as_numbers(tmp_path) -> None:
     path.write_text("name: x\nlr: 3e-5\ntrain_questions: 1_000\n")  # YAML 1.1 reads 3e-5 as a string
     cfg = train_config(str(path), None)
     assert cfg.lr == 3e-5 and cfg.train_questions == 1000
+
+
+def test_unknown_prompt_style_refused_at_load_with_known_styles() -> None:
+    data = _smoke()
+    data["entries"][0]["prompt"] = "sarcastic"
+    with pytest.raises(ConfigError) as err:
+        load_tournament(data, "smoke")
+    msg = str(err.value)
+    assert "entries" in msg and ".prompt" in msg and "sarcastic" in msg
+    assert "default" in msg and "assertive" in msg  # the known styles
+
+
+def test_backend_choices_come_from_the_registry() -> None:
+    from debate.backends.registry import BACKENDS
+
+    data = _smoke()
+    data["policies"][0]["backend"] = "tgi"
+    with pytest.raises(ConfigError) as err:
+        load_tournament(data)
+    assert all(name in str(err.value) for name in BACKENDS) and "mock" in BACKENDS
+    data["policies"][0]["backend"] = "mock"
+    assert load_tournament(data).policies[0].backend == "mock"
+
+
+@pytest.mark.parametrize("lookup,what", [
+    ("arenas.presets:preset", "preset"),
+    ("judges.presets:train_config", "judge preset"),
+    ("arenas.rejudge:judge_spec", "judge spec"),
+    ("debate.prompts:load_prompts", "prompt set"),
+])
+def test_named_yaml_lookups_list_the_known_names(lookup, what) -> None:
+    import importlib
+
+    module, func = lookup.split(":")
+    f = getattr(importlib.import_module(module), func)
+    with pytest.raises(ConfigError, match=f"unknown {what} 'nope'; known"):
+        f(None, "nope") if func == "train_config" else f("nope")
+
+
+def test_judge_spec_from_a_file_and_a_missing_file(tmp_path) -> None:
+    from arenas.rejudge import judge_spec
+
+    path = tmp_path / "j.yaml"
+    path.write_text("policy: {name: jj, backend: mock}\njudge: {name: my-judge}\n")
+    policy, judge = judge_spec(str(path))
+    assert (policy.backend, judge.name, judge.policy) == ("mock", "my-judge", "jj")
+    with pytest.raises(ConfigError, match="does not exist.*embedded"):
+        judge_spec(str(tmp_path / "missing.yaml"))

@@ -1,17 +1,20 @@
-"""The batched engine with scripted policy doubles (and once with the real tiny model)."""
+"""The batched engine with scripted mock-backend policies (and once with the real tiny model)."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import pytest
 
 from arenas.schedule import round_robin
-from debate.backends.base import Done, GenRequest, GenResult, ScoreRequest
+from debate.actors import LocalPolicy
+from debate.backends.base import GenRequest, GenResult
+from debate.backends.mock import mock_policy
 from debate.configs import EntryConfig
-from debate.engine import PROMPT_RESERVE_TOKENS, Debate, Engine
+from debate.context import DEBATER_PROMPT_TOKENS
+from debate.engine import Debate, Engine
 from debate.prompts import load_prompts
 from debate.protocols import get_protocol
 from debate.quotes import QuoteRules
@@ -28,6 +31,8 @@ ANSWERS = ("the cellar", "the attic")
 
 
 class _Raising:
+    """A pending result that raises, as `ray.get` does when an actor died mid-call."""
+
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
@@ -35,51 +40,18 @@ class _Raising:
         raise self.exc
 
 
-class ScriptedPolicy:
-    """A policy double: records every call; the reply comes from `script(request, call_no, row)`."""
-
-    def __init__(
-        self,
-        name: str = "p",
-        script: Optional[Callable[[GenRequest, int, int], str | GenResult]] = None,
-        context_length: int = 100_000,
-        fail: Optional[str] = None,  # "submit": submit_generate raises; "result": the future raises
-        store: Optional[Store] = None,
-    ) -> None:
-        self.name = name
-        self.context_length = context_length
-        self.script = script or default_script
-        self.fail = fail
-        self.store = store
-        self.calls: list[list[GenRequest]] = []
-        self.stored_at_call: list[int] = []
-        self.count_calls: list[list[str]] = []
-
-    def submit_generate(self, requests: Sequence[GenRequest]):
-        requests = list(requests)
-        self.calls.append(requests)
-        if self.store is not None:
-            with sqlite3.connect(self.store.path) as c:
-                self.stored_at_call.append(c.execute("SELECT COUNT(*) FROM speeches").fetchone()[0])
-        if self.fail == "submit":
-            raise RuntimeError("CUDA out of memory (scripted)")
-        if self.fail == "result":
+def ScriptedPolicy(name: str = "p", script=None, context_length: int = 100_000, fail: Optional[str] = None) -> LocalPolicy:
+    """A mock-backend policy whose replies come from `script(request, call_no, row)`; its calls are on
+    `.backend`. fail: "submit" (the call raises at once) or "result" (the pending result raises)."""
+    pol = mock_policy(name, reply=script or default_script, context_length=context_length,
+                      fail="generate" if fail == "submit" else None)
+    if fail == "result":
+        def submit_generate(requests):
+            pol.backend.generate(requests)  # the call is made (and recorded); its result never arrives
             return _Raising(RuntimeError("actor died (scripted)"))
-        out = []
-        for row, r in enumerate(requests):
-            res = self.script(r, len(self.calls) - 1, row)
-            out.append(res if isinstance(res, GenResult) else GenResult(res, n_tokens=len(res.split()), hit_limit=False))
-        return Done(out)
 
-    def submit_score(self, requests: Sequence[ScoreRequest]):
-        raise AssertionError("the engine never scores")
-
-    def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        self.count_calls.append(list(texts))
-        return [len(t.split()) for t in texts]
-
-    def truncate_tokens(self, text: str, max_tokens: int) -> str:
-        return " ".join(text.split()[:max_tokens])
+        pol.submit_generate = submit_generate  # type: ignore[method-assign]
+    return pol
 
 
 def answer_of(req: GenRequest) -> str:
@@ -124,9 +96,9 @@ def test_one_call_per_policy_per_step(protocol, steps) -> None:
     debates = make_debates(protocol, n_questions=3)
     assert len(debates) == 6
     engine({"p": pol}, ENTRIES).run(debates, progress=False)
-    assert len(pol.calls) == steps
+    assert len(pol.backend.calls) == steps
     per_call = 6 if protocol == "debate" else 12
-    assert [len(c) for c in pol.calls] == [per_call] * steps
+    assert [len(c) for c in pol.backend.calls] == [per_call] * steps
     assert all(d.transcript.status == "complete" and len(d.speeches) == 4 for d in debates)
 
 
@@ -136,7 +108,7 @@ def test_mixed_protocols_share_steps_and_policies_called_separately() -> None:
     debates = make_debates("debate", 2) + make_debates("simultaneous", 2, rounds=1) + make_debates("consultancy", 1, rounds=3)
     engine({"p": p, "q": q}, entries).run(debates, progress=False)
     # the longest protocol has 4 steps; every step asks each policy that has speakers once
-    assert len(p.calls) == 4 and len(q.calls) == 4
+    assert len(p.backend.calls) == 4 and len(q.backend.calls) == 4
     assert all(d.transcript.status == "complete" for d in debates)
     for d in debates:
         for s in d.speeches:
@@ -151,12 +123,12 @@ def test_requests_carry_entry_sampling_and_distinct_seeds() -> None:
                EntryConfig("y", "p", temperature=1.3, max_new_tokens=22, prompt="assertive")]
     debates = make_debates("debate", 2)
     engine({"p": pol}, entries).run(debates, progress=False)
-    first = pol.calls[0]  # debater_a of each debate
+    first = pol.backend.calls[0]  # debater_a of each debate
     by_entry = {d.transcript.seat("debater_a").entry: r for d, r in zip(debates, first)}
     assert by_entry["x"].sampling.temperature == 0.2 and by_entry["x"].sampling.max_new_tokens == 11
     assert by_entry["y"].sampling.temperature == 1.3 and by_entry["y"].sampling.max_new_tokens == 22
     assert "confident debater" in dict(by_entry["y"].messages)["system"]
-    seeds = [r.seed for c in pol.calls for r in c]
+    seeds = [r.seed for c in pol.backend.calls for r in c]
     assert len(set(seeds)) == len(seeds)
 
 
@@ -165,7 +137,7 @@ def test_engine_is_deterministic() -> None:
     for _ in range(2):
         pol = ScriptedPolicy()
         engine({"p": pol}, ENTRIES).run(make_debates("debate", 2), progress=False)
-        runs.append([(r.seed, r.messages) for c in pol.calls for r in c])
+        runs.append([(r.seed, r.messages) for c in pol.backend.calls for r in c])
     assert runs[0] == runs[1]
 
 
@@ -179,13 +151,13 @@ def test_sequential_b_sees_a_first_speech() -> None:
     d = debates[0]
     a0 = d.speeches[0]
     assert a0.role == "debater_a" and d.speeches[1].role == "debater_b"
-    b_first_prompt = user(pol.calls[1][0])
+    b_first_prompt = user(pol.backend.calls[1][0])
     assert a0.text in b_first_prompt
     assert "Opponent: " + a0.text in b_first_prompt
     # a's first prompt has no history; a's second sees its own speech as "You"
-    assert "Speeches so far" not in user(pol.calls[0][0])
-    assert "You: " + a0.text in user(pol.calls[2][0])
-    assert d.speeches[1].text in user(pol.calls[2][0])
+    assert "Speeches so far" not in user(pol.backend.calls[0][0])
+    assert "You: " + a0.text in user(pol.backend.calls[2][0])
+    assert d.speeches[1].text in user(pol.backend.calls[2][0])
 
 
 def test_simultaneous_b_does_not_see_a_same_round() -> None:
@@ -195,17 +167,17 @@ def test_simultaneous_b_does_not_see_a_same_round() -> None:
     d = debates[0]
     a0, b0 = d.speeches[0], d.speeches[1]
     assert (a0.role, b0.role) == ("debater_a", "debater_b") and a0.turn == b0.turn == 0
-    prompts0 = {answer_of(r): user(r) for r in pol.calls[0]}
+    prompts0 = {answer_of(r): user(r) for r in pol.backend.calls[0]}
     assert a0.text not in prompts0[ANSWERS[1]] and b0.text not in prompts0[ANSWERS[0]]
     assert "Speeches so far" not in prompts0[ANSWERS[1]]
-    prompts1 = {answer_of(r): user(r) for r in pol.calls[1]}
+    prompts1 = {answer_of(r): user(r) for r in pol.backend.calls[1]}
     assert a0.text in prompts1[ANSWERS[1]] and b0.text in prompts1[ANSWERS[1]]
 
 
 def test_debater_prompt_has_passage() -> None:
     pol = ScriptedPolicy()
     engine({"p": pol}, ENTRIES).run(make_debates("debate", 1), progress=False)
-    assert SENTENCE in user(pol.calls[0][0])
+    assert SENTENCE in user(pol.backend.calls[0][0])
 
 
 # (3) storage
@@ -213,12 +185,20 @@ def test_debater_prompt_has_passage() -> None:
 
 def test_every_speech_stored_as_made(tmp_path) -> None:
     store = Store(tmp_path)
-    pol = ScriptedPolicy(store=store)
+    stored_at_call: list[int] = []
+
+    def script(r: GenRequest, call: int, row: int) -> str:
+        if row == 0:
+            with sqlite3.connect(store.path) as c:
+                stored_at_call.append(c.execute("SELECT COUNT(*) FROM speeches").fetchone()[0])
+        return default_script(r, call, row)
+
+    pol = ScriptedPolicy(script=script)
     debates = make_debates("debate", 2)
     store.add_transcripts([d.transcript for d in debates])
     engine({"p": pol}, ENTRIES, store=store).run(debates, progress=False)
     # at each call, the speeches of every earlier step were already in the database
-    assert pol.stored_at_call == [0, 4, 8, 12]
+    assert stored_at_call == [0, 4, 8, 12]
     stored = store.transcripts("r")
     assert len(stored) == 4
     assert all(t.status == "complete" for t in stored)
@@ -234,7 +214,7 @@ def test_judge_only_protocols_complete_without_calls(tmp_path) -> None:
     debates = make_debates("blind", 2) + make_debates("expert", 1)
     store.add_transcripts([d.transcript for d in debates])
     engine({"p": pol}, ENTRIES, store=store).run(debates, progress=False)
-    assert pol.calls == []
+    assert pol.backend.calls == []
     assert [t.status for t in store.transcripts("r")] == ["complete"] * 3
 
 
@@ -249,8 +229,8 @@ def test_resume_from_stored_speeches_skips_done_steps() -> None:
     resumed = Debate(replace(d.transcript, status="running"), d.question, d.protocol, speeches=list(d.speeches[:3]))
     pol2 = ScriptedPolicy()
     engine({"p": pol2}, ENTRIES).run([resumed], progress=False)
-    assert len(pol2.calls) == 1 and len(pol2.calls[0]) == 1
-    assert answer_of(pol2.calls[0][0]) == ANSWERS[1]
+    assert len(pol2.backend.calls) == 1 and len(pol2.backend.calls[0]) == 1
+    assert answer_of(pol2.backend.calls[0][0]) == ANSWERS[1]
     assert [s.index for s in resumed.speeches] == [0, 1, 2, 3]
     assert resumed.speeches[3].role == "debater_b" and resumed.transcript.status == "complete"
 
@@ -274,7 +254,7 @@ def test_empty_speech_kept_and_debate_continues(tmp_path, text) -> None:
     assert t.speeches[0].empty is True
     assert t.speeches[0].text == text
     assert not any(s.empty for s in t.speeches[1:])
-    assert t.speeches[1].text in user(pol.calls[2][0])
+    assert t.speeches[1].text in user(pol.backend.calls[2][0])
 
 
 @pytest.mark.parametrize("text", [
@@ -287,7 +267,7 @@ def test_next_debater_told_empty_speech_gave_no_argument(text) -> None:
     debates = make_debates("debate", 1)[:1]
     engine({"p": pol}, ENTRIES).run(debates, progress=False)
     assert debates[0].speeches[0].empty
-    prompt = user(pol.calls[1][0])
+    prompt = user(pol.backend.calls[1][0])
     assert "Opponent: (no argument given)" in prompt
 
 
@@ -368,38 +348,21 @@ def test_failed_policy_fails_its_debates_only(tmp_path, fail) -> None:
     for t in by_status["failed"]:
         assert "z" in {s.entry for s in t.seats}
         assert "policy bad generation failed" in t.error and "RuntimeError" in t.error
-        assert "scripted" in t.error
+        assert ("actor died (scripted)" if fail == "result" else "mock backend, fail=generate") in t.error
     for t in by_status["complete"]:
         assert {s.entry for s in t.seats} == {"x", "y"} and len(t.speeches) == 4
     # the failed policy was asked at steps 0 (z as debater_a) and 1 (z as debater_b), then never again;
     # the good one went on to the end
-    assert [len(c) for c in bad.calls] == [2, 2] and len(good.calls) == 4
-    assert [len(c) for c in good.calls] == [4, 2, 2, 2]
-
-
-class _BrokenBackend:
-    name = "broken"
-    context_length = 100_000
-
-    def generate(self, requests):
-        raise RuntimeError("backend generate broke (scripted)")
-
-    def count_tokens(self, texts):
-        return [len(t.split()) for t in texts]
-
-    def truncate_tokens(self, text, max_tokens):
-        return text
+    assert [len(c) for c in bad.backend.calls] == [2, 2] and len(good.backend.calls) == 4
+    assert [len(c) for c in good.backend.calls] == [4, 2, 2, 2]
 
 
 def test_local_policy_backend_error_fails_debates() -> None:
-    from debate.actors import LocalPolicy, PolicyServer
-    from debate.configs import PolicyConfig
-
-    broken = LocalPolicy(PolicyServer(PolicyConfig("p", model="unused"), backend=_BrokenBackend()))
+    broken = mock_policy("p", fail="generate")
     debates = make_debates("debate", 1)
     engine({"p": broken}, ENTRIES).run(debates, progress=False)
     assert [d.transcript.status for d in debates] == ["failed", "failed"]
-    assert "backend generate broke" in debates[0].transcript.error
+    assert "generation failed (mock backend" in debates[0].transcript.error
 
 
 # (7) word limit
@@ -435,7 +398,7 @@ def _overflow_setup(overflow: str, tmp_path):
     entries = [EntryConfig("x", "p", max_new_tokens=8), EntryConfig("y", "p", max_new_tokens=8)]
     p = get_protocol("debate", rounds=2)
     # budget = context - reserve - max_new_tokens * (speeches + 1) = 10 words of passage
-    ctx = PROMPT_RESERVE_TOKENS + 8 * 5 + 10
+    ctx = DEBATER_PROMPT_TOKENS + 8 * 5 + 10
     pol = ScriptedPolicy(context_length=ctx)
     q = Question("long", "Which token?", ANSWERS, 0, passage=LONG_PASSAGE)
     ts = round_robin("r", ["x", "y"], [q], [p])[:1]
@@ -451,9 +414,9 @@ def test_passage_overflow_truncates_with_warning(tmp_path) -> None:
     assert t.status == "complete"
     assert len(t.warnings) == 1 and "truncated from 30 to 10 tokens" in t.warnings[0]
     assert debates[0].passage == " ".join(f"tok{i}" for i in range(10))
-    prompt = user(pol.calls[0][0])
+    prompt = user(pol.backend.calls[0][0])
     assert "tok9" in prompt and "tok10" not in prompt
-    assert all("tok10" not in user(r) for c in pol.calls for r in c)
+    assert all("tok10" not in user(r) for c in pol.backend.calls for r in c)
 
 
 def test_passage_overflow_refused(tmp_path) -> None:
@@ -461,7 +424,7 @@ def test_passage_overflow_refused(tmp_path) -> None:
     (t,) = store.transcripts("r")
     assert t.status == "failed"
     assert "30 tokens" in t.error and str(ctx) in t.error and "leaves 10" in t.error
-    assert pol.calls == []
+    assert pol.backend.calls == []
 
 
 def test_passage_that_fits_is_untouched(tmp_path) -> None:
@@ -488,3 +451,18 @@ def test_tiny_model_debates(tiny_policy, tmp_path) -> None:
     speeches = [s for t in stored for s in t.speeches]
     assert len(speeches) == 4
     assert all(0 < s.n_tokens <= 6 for s in speeches)
+
+
+def test_passages_counted_and_truncated_in_one_call_per_policy(tmp_path) -> None:
+    """Three debates with passages too long: one count call and one truncate call, not one per debate."""
+    entries = [EntryConfig("x", "p", max_new_tokens=8), EntryConfig("y", "p", max_new_tokens=8)]
+    p = get_protocol("debate", rounds=2)
+    pol = ScriptedPolicy(context_length=DEBATER_PROMPT_TOKENS + 8 * 5 + 10)
+    qs = [Question(f"long{i}", "Which token?", ANSWERS, 0, passage=LONG_PASSAGE + f" end{i}") for i in range(3)]
+    ts = round_robin("r", ["x", "y"], qs, [p])
+    debates = [Debate(t, {q.id: q for q in qs}[t.question_id], p) for t in ts]
+    engine({"p": pol}, entries).run(debates, progress=False)
+    assert len(pol.backend.count_calls) == 1 and len(pol.backend.count_calls[0]) == len(debates) * 2  # one per seat
+    assert len(pol.backend.truncate_calls) == 1 and len(pol.backend.truncate_calls[0]) == len(debates) * 2
+    assert all(d.passage == " ".join(f"tok{i}" for i in range(10)) for d in debates)
+    assert all(d.transcript.status == "complete" for d in debates)

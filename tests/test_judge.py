@@ -1,4 +1,4 @@
-"""The model judge with scripted scoring doubles (and the real tiny model); verdict text parsing."""
+"""The model judge with scripted mock-backend policies (and the real tiny model); verdict text parsing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Callable, Optional, Sequence
 
 import pytest
 
-from debate.backends.base import Done, GenRequest, GenResult, ScoreRequest, ScoreResult, messages
+from debate.actors import LocalPolicy
+from debate.backends.base import ScoreRequest, messages
+from debate.backends.mock import mock_policy
 from debate.prompts import load_prompts
 from debate.protocols import get_protocol
 from debate.records import Question, Seat, Speech, Transcript
@@ -35,40 +37,13 @@ def n_shown_speeches(req_messages) -> int:
     return len(re.findall(r"^(?:Debater|Consultant) ", u, re.M))
 
 
-class ScriptedJudgePolicy:
-    """Records every call; `probs(messages) -> (mass of A, mass of B)` or text from `text(messages)`."""
-
-    def __init__(self, probs: Optional[Callable] = None, text: Optional[Callable] = None,
-                 context_length: int = 100_000, fail: bool = False) -> None:
-        self.name = "scripted-judge"
-        self.context_length = context_length
-        self.probs = probs
-        self.text = text
-        self.fail = fail
-        self.score_calls: list[list[ScoreRequest]] = []
-        self.gen_calls: list[list[GenRequest]] = []
-
-    def submit_score(self, requests: Sequence[ScoreRequest]):
-        requests = list(requests)
-        self.score_calls.append(requests)
-        if self.fail:
-            raise RuntimeError("judge exploded (scripted)")
-        out = []
-        for r in requests:
-            pa, pb = self.probs(r.messages)
-            out.append(ScoreResult(logprobs=(math.log(pa), math.log(pb)), top=((" A", round(math.log(pa), 4)),)))
-        return Done(out)
-
-    def submit_generate(self, requests: Sequence[GenRequest]):
-        requests = list(requests)
-        self.gen_calls.append(requests)
-        return Done([GenResult(self.text(r.messages), 3, False) for r in requests])
-
-    def count_tokens(self, texts):
-        return [len(t.split()) for t in texts]
-
-    def truncate_tokens(self, text, max_tokens):
-        return " ".join(text.split()[:max_tokens])
+def ScriptedJudgePolicy(probs: Optional[Callable] = None, text: Optional[Callable] = None,
+                        context_length: int = 100_000, fail: bool = False) -> LocalPolicy:
+    """A mock-backend judge policy: `probs(messages) -> (mass of A, mass of B)` or text from
+    `text(messages)`; its calls are recorded on `.backend`. fail: every scoring call raises."""
+    reply = (lambda r, call, row: text(r.messages)) if text else None
+    return mock_policy("scripted-judge", letters=probs, reply=reply, context_length=context_length,
+                       fail="score" if fail else None)
 
 
 def question(i: int = 0) -> Question:
@@ -121,17 +96,17 @@ def test_p_answer0_averages_both_orders() -> None:
     assert set(raw) == {"order0", "order1"}
     assert raw["order0"]["logprobs"]["A"] == pytest.approx(math.log(0.4))
     # one batched call with both orders of the one transcript
-    assert len(pol.score_calls) == 1 and len(pol.score_calls[0]) == 2
-    req = pol.score_calls[0][0]
+    assert len(pol.backend.score_calls) == 1 and len(pol.backend.score_calls[0]) == 2
+    req = pol.backend.score_calls[0][0]
     assert req.candidates == CANDIDATES == (" A", " B") and req.prefix == PROMPTS["judge"]["prefix"]
-    assert sorted(shown_order(r.messages, case.question) for r in pol.score_calls[0]) == [0, 1]
+    assert sorted(shown_order(r.messages, case.question) for r in pol.backend.score_calls[0]) == [0, 1]
 
 
 def test_order_one_shows_answers_and_sides_swapped() -> None:
     case = debate_case()
     pol = ScriptedJudgePolicy(probs=favour0(case.question))
     ModelJudge("j", pol, PROMPTS).judge([case])
-    by_order = {shown_order(r.messages, case.question): dict(r.messages)["user"] for r in pol.score_calls[0]}
+    by_order = {shown_order(r.messages, case.question): dict(r.messages)["user"] for r in pol.backend.score_calls[0]}
     assert "A: the cellar\nB: the attic" in by_order[0] and "A: the attic\nB: the cellar" in by_order[1]
     assert "Debater for A: debater_a round 0" in by_order[0]
     assert "Debater for B: debater_a round 0" in by_order[1]
@@ -159,7 +134,7 @@ def test_winner_one_and_many_cases_unscrambled() -> None:
         assert v.p_orders == pytest.approx((0.1 + 0.2 * i,) * 2)
     assert [v.winner for v in verdicts] == [1, 1, None, 0, 0]  # 0.5 exactly is a recorded failure
     assert verdicts[2].p_answer0 is None and "indifferent" in verdicts[2].error
-    assert [len(c) for c in pol.score_calls] == [4, 4, 2]  # chunks of two cases, two orders each
+    assert [len(c) for c in pol.backend.score_calls] == [4, 4, 2]  # chunks of two cases, two orders each
 
 
 def test_low_letter_mass_is_a_failure_with_raw_kept() -> None:
@@ -178,7 +153,7 @@ def test_failed_judge_call_recorded_per_verdict() -> None:
     (v0, v1) = ModelJudge("j", ScriptedJudgePolicy(fail=True), PROMPTS).judge(cases)
     for v, c in ((v0, cases[0]), (v1, cases[1])):
         assert v.winner is None and v.p_answer0 is None and v.transcript_id == c.transcript.id
-        assert "judge call failed" in v.error and "judge exploded" in v.error
+        assert "judge call failed" in v.error and "scoring failed (mock backend" in v.error
 
 
 def test_unknown_mode_refused() -> None:
@@ -197,9 +172,9 @@ def test_text_mode_parses_both_orders() -> None:
     assert v.p_orders == pytest.approx((0.2, 0.9))
     assert v.p_answer0 == pytest.approx(0.55) and v.winner == 0
     assert json.loads(v.raw) == {"order0": "B (80%)", "order1": "Answer: B 0.9"}
-    reqs = pol.gen_calls[0]
+    reqs = pol.backend.calls[0]
     assert all(r.sampling.temperature == 0.0 for r in reqs)
-    assert pol.score_calls == []
+    assert pol.backend.score_calls == []
 
 
 def test_text_mode_unparseable_is_failure() -> None:
@@ -245,30 +220,30 @@ def test_judge_never_sees_passage_without_expert(protocol) -> None:
     pol = ScriptedJudgePolicy(probs=favour0(case.question))
     (v,) = ModelJudge("j", pol, PROMPTS).judge([case])
     assert v.winner == 0
-    for r in pol.score_calls[0]:
+    for r in pol.backend.score_calls[0]:
         text = " ".join(c for _, c in r.messages)
         assert "SECRET-PASSAGE-SENTENCE" not in text and "Story:\n" not in text
-    n = n_shown_speeches(pol.score_calls[0][0].messages)
+    n = n_shown_speeches(pol.backend.score_calls[0][0].messages)
     assert n == len(case.transcript.speeches)
     if protocol == "blind":
-        assert "There are no speeches." in dict(pol.score_calls[0][0].messages)["user"]
+        assert "There are no speeches." in dict(pol.backend.score_calls[0][0].messages)["user"]
 
 
 def test_expert_judge_sees_passage() -> None:
     case = debate_case(protocol="expert")
     pol = ScriptedJudgePolicy(probs=favour0(case.question))
     ModelJudge("j", pol, PROMPTS).judge([case])
-    for r in pol.score_calls[0]:
+    for r in pol.backend.score_calls[0]:
         assert PASSAGE in dict(r.messages)["user"]
 
 
 def test_expert_passage_truncated_to_judge_context() -> None:
-    from judges.model_judge import EXPERT_RESERVE_TOKENS
+    from debate.context import JUDGE_EXPERT_PROMPT_TOKENS
 
     case = debate_case(protocol="expert")
-    pol = ScriptedJudgePolicy(probs=favour0(case.question), context_length=EXPERT_RESERVE_TOKENS + 5)
+    pol = ScriptedJudgePolicy(probs=favour0(case.question), context_length=JUDGE_EXPERT_PROMPT_TOKENS + 5)
     ModelJudge("j", pol, PROMPTS).judge([case])
-    u = dict(pol.score_calls[0][0].messages)["user"]
+    u = dict(pol.backend.score_calls[0][0].messages)["user"]
     assert "The red lantern hung in" in u and "SECRET-PASSAGE-SENTENCE" not in u
 
 
@@ -283,7 +258,7 @@ def test_judge_sees_marked_quotes_and_empty_speeches() -> None:
     case = replace(case, transcript=replace(case.transcript, speeches=(s0, s1)))
     pol = ScriptedJudgePolicy(probs=favour0(case.question))
     ModelJudge("j", pol, PROMPTS).judge([case])
-    u = {shown_order(r.messages, case.question): dict(r.messages)["user"] for r in pol.score_calls[0]}[0]
+    u = {shown_order(r.messages, case.question): dict(r.messages)["user"] for r in pol.backend.score_calls[0]}[0]
     assert 'Debater for A: x (VERIFIED quote: "hung in the cellar")' in u
     assert "Debater for B: (no argument given)" in u
     assert "<quote>" not in u
@@ -302,8 +277,8 @@ def test_beliefs_one_per_turn_before_final() -> None:
 
     pol = ScriptedJudgePolicy(probs=probs)
     (v,) = ModelJudge("j", pol, PROMPTS).judge([case])
-    assert sorted({n_shown_speeches(r.messages) for r in pol.score_calls[0]}) == [2, 4, 6]
-    assert len(pol.score_calls[0]) == 6  # three prefixes, two orders each
+    assert sorted({n_shown_speeches(r.messages) for r in pol.backend.score_calls[0]}) == [2, 4, 6]
+    assert len(pol.backend.score_calls[0]) == 6  # three prefixes, two orders each
     assert v.beliefs == pytest.approx((0.6, 0.7))
     assert v.p_answer0 == pytest.approx(0.8)
 
@@ -312,14 +287,14 @@ def test_no_beliefs_unless_asked() -> None:
     case = debate_case(rounds=3)
     pol = ScriptedJudgePolicy(probs=favour0(case.question))
     (v,) = ModelJudge("j", pol, PROMPTS).judge([case])
-    assert v.beliefs == () and len(pol.score_calls[0]) == 2
+    assert v.beliefs == () and len(pol.backend.score_calls[0]) == 2
 
 
 def test_simultaneous_beliefs_after_each_round() -> None:
     case = debate_case(protocol="simultaneous", rounds=2, beliefs=True)
     pol = ScriptedJudgePolicy(probs=favour0(case.question))
     (v,) = ModelJudge("j", pol, PROMPTS).judge([case])
-    assert sorted({n_shown_speeches(r.messages) for r in pol.score_calls[0]}) == [2, 4]
+    assert sorted({n_shown_speeches(r.messages) for r in pol.backend.score_calls[0]}) == [2, 4]
     assert v.beliefs == pytest.approx((2 / 3,)) and v.p_answer0 == pytest.approx(2 / 3)
 
 
@@ -353,3 +328,26 @@ def test_candidates_sharing_first_token_refused(tiny_backend) -> None:
     req = ScoreRequest(messages(("user", "Which?")), "", ("Answer: A", "Answer: B"))
     with pytest.raises(ValueError, match="share their first token"):
         tiny_backend.score([req])
+
+
+def test_tokens_counted_and_truncated_once_per_chunk() -> None:
+    """A chunk of expert and debate cases: one count call for every passage and speech, one truncate call."""
+    from debate.context import JUDGE_EXPERT_PROMPT_TOKENS
+
+    cases = [debate_case(i, protocol="expert") for i in range(3)] + [debate_case(3 + i, rounds=2) for i in range(2)]
+    pol = ScriptedJudgePolicy(probs=favour0(cases[0].question), context_length=JUDGE_EXPERT_PROMPT_TOKENS + 5)
+    verdicts = ModelJudge("j", pol, PROMPTS).judge(cases)
+    assert len(verdicts) == 5
+    assert len(pol.backend.count_calls) == 1
+    assert len(pol.backend.count_calls[0]) == len(cases) + sum(len(c.transcript.speeches) for c in cases)
+    assert pol.backend.truncate_calls == [[PASSAGE] * 3]  # only the expert cases' passages, all at once
+    for r in pol.backend.score_calls[0]:
+        assert "SECRET-PASSAGE-SENTENCE" not in dict(r.messages)["user"]
+
+
+def test_tiny_backend_truncates_a_batch_each_to_its_limit(tiny_backend) -> None:
+    texts = ["one two three four five six seven", "alpha beta gamma delta"]
+    counts = tiny_backend.count_tokens(texts)
+    cut = tiny_backend.truncate_tokens(texts, [3, 100])
+    assert tiny_backend.count_tokens(cut) == [3, counts[1]] and cut[1] == texts[1]
+    assert texts[0].startswith(cut[0].strip())

@@ -68,7 +68,9 @@ class Backend(Protocol):
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
-    def truncate_tokens(self, text: str, max_tokens: int) -> str: ...
+    def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
+        """Each text cut to its own token limit (pairwise), in one call."""
+        ...
 
 
 def messages(*pairs: tuple[str, str]) -> Messages:

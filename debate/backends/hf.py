@@ -166,9 +166,9 @@ class TransformersBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
-    def truncate_tokens(self, text: str, max_tokens: int) -> str:
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
-        return self.tokenizer.decode(ids)
+    def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [self.tokenizer.decode(i[:m]) for i, m in zip(ids, max_tokens)]
 
 
 def default_threads() -> int:

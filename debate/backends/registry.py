@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from debate.configs import PolicyConfig
+if TYPE_CHECKING:  # configs takes its list of backends from here
+    from debate.configs import PolicyConfig
 
 
 def _transformers(cfg: PolicyConfig) -> Any:
@@ -23,7 +24,13 @@ def _vllm(cfg: PolicyConfig) -> Any:
     return VLLMBackend(resolve_model(cfg.model), name=cfg.name, dtype=cfg.dtype)
 
 
-BACKENDS: dict[str, Callable[[PolicyConfig], Any]] = {"transformers": _transformers, "vllm": _vllm}
+def _mock(cfg: PolicyConfig) -> Any:
+    from debate.backends.mock import MockBackend
+
+    return MockBackend(name=cfg.name)
+
+
+BACKENDS: dict[str, Callable[[PolicyConfig], Any]] = {"transformers": _transformers, "vllm": _vllm, "mock": _mock}
 
 
 def make_backend(cfg: PolicyConfig) -> Any:

@@ -69,5 +69,5 @@ class VLLMBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
 
-    def truncate_tokens(self, text: str, max_tokens: int) -> str:
-        return self.tokenizer.decode(self.tokenizer.encode(text, add_special_tokens=False)[:max_tokens])
+    def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
+        return [self.tokenizer.decode(self.tokenizer.encode(t, add_special_tokens=False)[:m]) for t, m in zip(texts, max_tokens)]
