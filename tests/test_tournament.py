@@ -91,6 +91,26 @@ def test_report_tables_and_plot(local_run, tmp_path):
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_verb_writes_only_its_plot(local_run, capsys):
+    import sqlite3
+
+    from ui.cli import main
+
+    cfg, result = local_run
+    folder = result.store.folder
+
+    def state() -> tuple[set, set]:
+        with sqlite3.connect(result.store.path) as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return tables, {p.relative_to(folder) for p in folder.rglob("*") if p.name != "accuracy.png"}
+
+    before = state()
+    assert main(["report", "t1", "--results", str(folder)]) == 0
+    assert "judge accuracy by protocol" in capsys.readouterr().out
+    assert state() == before and "slots" not in before[0]  # no human-queue tables, no new folder or file
+    assert (folder / "t1" / "accuracy.png").exists()
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_export_for_pandas(local_run, tmp_path, fmt):
     _, result = local_run
@@ -100,6 +120,8 @@ def test_export_for_pandas(local_run, tmp_path, fmt):
     verdicts = read(paths["verdicts"])
     transcripts = read(paths["transcripts"])
     assert {"transcript_id", "index", "role", "side", "entry", "text", "judge_text", "n_quotes", "empty"} <= set(speeches.columns)
+    assert {"setting", "tags", "quote_mode"} <= set(transcripts.columns)
+    assert set(transcripts.setting) == {""} and set(transcripts.tags) == {"[]"}  # a tournament's: no import setting or tags
     assert {"p_answer0", "p_orders", "winner", "raw", "error", "judge"} <= set(verdicts.columns)
     assert len(transcripts) == result.store.count("transcripts", "t1")
     assert len(speeches) == sum(len(t.speeches) for t in result.store.transcripts("t1"))
