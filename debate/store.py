@@ -3,8 +3,8 @@
 Writes are idempotent: ids are deterministic and rows are inserted with `INSERT OR IGNORE`, so a
 resumed run never writes a row twice. WAL lets the tournament runner and a browser server write at once.
 Modules that keep tables of their own in the same database (the human judging queue) use the public
-part only: `ensure_tables`, `transaction`, `query`, `has_table`. A store opened with `read_only=True`
-(the read verbs: report, export) creates nothing and refuses every write.
+part only: `ensure_tables`, `transaction`, `query`, `query_one`, `has_table`. A store opened with
+`read_only=True` (the read verbs: report, export) creates nothing and refuses every write.
 """
 
 from __future__ import annotations
