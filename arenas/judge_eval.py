@@ -20,7 +20,7 @@ from judges.model_judge import ModelJudge
 
 def _row(name: str, examples: Sequence[Example], verdicts: Sequence[Any]) -> dict:
     ok = [(ex, v) for ex, v in zip(examples, verdicts) if v.p_answer0 is not None]
-    p = [v.p_answer0 if ex.label == 0 else 1 - v.p_answer0 for ex, v in ok]
+    p = [v.p_correct(ex.label) for ex, v in ok]
     orders = [tuple(v.p_orders) for _, v in ok if len(v.p_orders) == 2]
     a = accuracy(p) if p else None
     nan = math.nan

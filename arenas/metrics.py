@@ -62,27 +62,52 @@ def brier(p_correct: Sequence[float]) -> float:
     return float(np.mean((1.0 - p) ** 2)) if p.size else math.nan
 
 
-def ece(p_correct: Sequence[float], bins: int = 10) -> float:
-    """Expected calibration error of the judge's chosen answer.
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One reliability bin: the judge's confidence in its chosen answer against how often it was right."""
 
-    The confidence of an item is max(p, 1 - p), the probability of the answer the judge picks,
-    and it is correct when p > 0.5. Confidences lie in [0.5, 1], which is split into `bins` equal
-    bins; ECE = sum over bins of (bin size / n) * |accuracy in bin - mean confidence in bin|.
+    low: float
+    high: float
+    n: int
+    confidence: float  # mean probability given to the chosen answer
+    accuracy: float  # fraction of those choices that were right
+
+
+UI_EDGES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # the reliability plot's bins, coarse enough for a few human verdicts
+
+
+def calibration_bins(p_correct: Sequence[float], edges: Sequence[float] = UI_EDGES) -> list[CalibrationBin]:
+    """Reliability bins of the judge's chosen answers; bins with no item are left out.
+
+    The confidence of an item is max(p, 1 - p), the probability of the answer the judge picks, and it
+    is correct when p > 0.5. Bin i holds confidences in [edges[i], edges[i + 1]), the last bin its
+    upper edge too.
+    """
+    if len(edges) < 2 or any(b <= a for a, b in zip(edges[:-1], edges[1:])):
+        raise ValueError(f"calibration edges must be at least two increasing numbers, got {list(edges)}")
+    p = _probs(p_correct)
+    conf = np.maximum(p, 1.0 - p)
+    correct = p > 0.5
+    which = np.minimum(np.searchsorted(np.asarray(edges, dtype=float), conf, side="right") - 1, len(edges) - 2)
+    out = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        sel = which == i
+        if sel.any():
+            out.append(CalibrationBin(float(lo), float(hi), int(sel.sum()), float(conf[sel].mean()), float(correct[sel].mean())))
+    return out
+
+
+def ece(p_correct: Sequence[float], bins: int = 10) -> float:
+    """Expected calibration error of the judge's chosen answer: `bins` equal bins of confidence over
+    [0.5, 1] (see `calibration_bins`); ECE = sum over bins of (bin size / n) * |accuracy - mean confidence|.
     """
     if bins < 1:
         raise ValueError(f"ece needs bins >= 1, got {bins}")
     p = _probs(p_correct)
     if p.size == 0:
         return math.nan
-    conf = np.maximum(p, 1.0 - p)
-    correct = (p > 0.5).astype(float)
-    which = np.minimum(((conf - 0.5) * 2 * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            total += sel.sum() / p.size * abs(correct[sel].mean() - conf[sel].mean())
-    return float(total)
+    edges = [0.5 + 0.5 * i / bins for i in range(bins + 1)]
+    return float(sum(b.n / p.size * abs(b.accuracy - b.confidence) for b in calibration_bins(p, edges)))
 
 
 def _orders(p_orders: Sequence[tuple[float, float]]) -> np.ndarray:

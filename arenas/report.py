@@ -36,12 +36,11 @@ def verdict_frame(store: Store, run: str, judge: Optional[str] = None) -> pd.Dat
     for v in store.verdicts(run, judge=judge):
         t = transcripts[v.transcript_id]
         q = questions[t.question_id]
-        p_correct = None if v.p_answer0 is None else (v.p_answer0 if q.correct == 0 else 1 - v.p_answer0)
         seats = {s.side: s for s in t.seats}
         rows.append(
             dict(
                 transcript_id=t.id, protocol=t.protocol, judge=v.judge, question_id=q.id, correct=q.correct,
-                p_answer0=v.p_answer0, p_correct=p_correct, winner=v.winner, failed=v.winner is None, error=v.error,
+                p_answer0=v.p_answer0, p_correct=v.p_correct(q.correct), winner=v.winner, failed=v.winner is None, error=v.error,
                 p_order0=v.p_orders[0] if len(v.p_orders) == 2 else None,
                 p_order1=v.p_orders[1] if len(v.p_orders) == 2 else None,
                 entry_0=seats[0].entry if 0 in seats else None, entry_1=seats[1].entry if 1 in seats else None,

@@ -26,7 +26,7 @@ def judged_frame(store: Store, run: str) -> pd.DataFrame:
             paper="included_in_paper" in t.tags, verdict_only="verdict_only" in t.tags,
             # correct when the probability of the correct answer is above 0.5 (a 50/50 belief is not correct)
             winner=v.winner, p_answer0=v.p_answer0,
-            correct=None if v.p_answer0 is None else (v.p_answer0 if q.correct == 0 else 1 - v.p_answer0) > 0.5,
+            correct=None if v.p_answer0 is None else v.p_correct(q.correct) > 0.5,
             truncated=any("cut to fit" in w for w in v.warnings),
         ))
     return pd.DataFrame(rows)

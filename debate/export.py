@@ -23,6 +23,7 @@ def tables(store: Store, run: str) -> dict[str, pd.DataFrame]:
         transcripts.append(dict(
             id=t.id, run=t.run, match=t.match, question_id=t.question_id, protocol=t.protocol, sample=t.sample,
             status=t.status, error=t.error, warnings=json.dumps(list(t.warnings)), quote_mode=t.quote_mode,
+            setting=t.setting, tags=json.dumps(list(t.tags)),
             seats=json.dumps([to_dict(s) for s in t.seats]), n_speeches=len(t.speeches),
             entry_a=(seats.get("debater_a") or seats.get("consultant")).entry if t.seats else None,
             entry_b=seats["debater_b"].entry if "debater_b" in seats else None,

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Optional
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 from debate.records import Quote
 
@@ -113,31 +114,6 @@ def _ngrams(passage: str, n: int) -> dict[tuple[str, ...], list[int]]:
     return table
 
 
-def _prefix_distances(query: str, text: str, bound: int) -> np.ndarray:
-    """Levenshtein distance of `query` to every prefix of `text` (index = prefix length).
-
-    Rows run over `text`, so one pass scores every window end; the insertion step is a running
-    minimum, so each row is a few numpy operations. Stops early once a row's minimum exceeds
-    `bound` (row minima never decrease); the remaining prefixes are reported as bound + 1.
-    """
-    q = np.frombuffer(query.encode("utf-32-le"), dtype=np.uint32)
-    cols = np.arange(len(q) + 1, dtype=np.int64)
-    row = cols.copy()
-    out = np.full(len(text) + 1, bound + 1, dtype=np.int64)
-    out[0] = len(q)
-    t = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    for i in range(len(t)):
-        best = np.minimum(row[:-1] + (q != t[i]), row[1:] + 1)
-        new = np.empty_like(row)
-        new[0] = i + 1
-        new[1:] = best
-        row = np.minimum.accumulate(new - cols) + cols
-        out[i + 1] = row[-1]
-        if row.min() > bound:
-            break
-    return out
-
-
 def _repair(qwords: list[str], index: _Index, bound: int) -> Optional[tuple[int, int, int]]:
     """Best word window (start, end, distance) within `bound` edits of the quote, if any."""
     n, m = len(index.words), len(qwords)
@@ -171,10 +147,10 @@ def _repair(qwords: list[str], index: _Index, bound: int) -> Optional[tuple[int,
             if lo > hi:
                 continue
             # `joined` starts with a pad space, so word k spans [offsets[k] + 1, offsets[k + 1]).
-            text = index.joined[int(index.offsets[s]) + 1 : int(index.offsets[hi])]
-            dist = _prefix_distances(query, text, bound)
+            first = int(index.offsets[s]) + 1
             for e in range(lo, hi + 1):
-                d = int(dist[int(index.offsets[e] - index.offsets[s]) - 1])
+                # with score_cutoff, rapidfuzz stops early and returns bound + 1 for anything further off
+                d = Levenshtein.distance(query, index.joined[first : int(index.offsets[e])], score_cutoff=bound)
                 if d > bound:
                     continue
                 key = (d, abs(e - s - m), s)

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, Sequence, TypeVar
 
 SCHEMA_VERSION = 1
 
@@ -185,6 +185,24 @@ class Verdict:
     beliefs: tuple[float, ...] = ()  # per-turn beliefs in answer 0, where the protocol asks
     warnings: tuple[str, ...] = ()  # e.g. the transcript was cut to fit the judge's context
     schema_version: int = SCHEMA_VERSION
+
+    def p_correct(self, correct: int) -> Optional[float]:
+        """The probability the judge gave the correct answer (index `correct`); None for a failed verdict."""
+        if correct not in (0, 1):
+            raise ValueError(f"correct must be the answer index 0 or 1, got {correct!r}")
+        if self.p_answer0 is None:
+            return None
+        return self.p_answer0 if correct == 0 else 1.0 - self.p_answer0
+
+
+def order_average(p_orders: Sequence[float]) -> float:
+    """A verdict's probability of answer 0 from each presentation order's probability of answer 0.
+
+    The mean over orders cancels a judge's preference for the answer shown first.
+    """
+    if not p_orders:
+        raise ValueError("order_average needs at least one presentation order's probability")
+    return sum(p_orders) / len(p_orders)
 
 
 @dataclass(frozen=True)

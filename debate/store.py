@@ -2,6 +2,9 @@
 
 Writes are idempotent: ids are deterministic and rows are inserted with `INSERT OR IGNORE`, so a
 resumed run never writes a row twice. WAL lets the tournament runner and a browser server write at once.
+Modules that keep tables of their own in the same database (the human judging queue) use the public
+part only: `ensure_tables`, `transaction`, `query`, `query_one`, `has_table`. A store opened with
+`read_only=True` (the read verbs: report, export) creates nothing and refuses every write.
 """
 
 from __future__ import annotations
@@ -9,9 +12,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from debate.records import Question, RunInfo, Speech, Transcript, Verdict, from_json, to_json
 
@@ -57,41 +61,92 @@ class StoreError(RuntimeError):
 
 
 class Store:
-    """A results folder's database. Safe to share between threads (one connection per thread)."""
+    """A results folder's database. Safe to share between threads (one connection per thread).
 
-    def __init__(self, folder: str | Path) -> None:
+    `read_only=True` opens an existing database without creating the folder, the file or any table
+    (a missing one is a StoreError naming it) and refuses writes.
+    """
+
+    def __init__(self, folder: str | Path, read_only: bool = False) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / DB_NAME
+        self.read_only = read_only
         self._local = threading.local()
-        with self._conn() as c:
-            c.executescript(SCHEMA)
+        if read_only:
+            if not self.path.is_file():
+                raise StoreError(f"no results database at {self.path}: a read creates nothing; give the --results "
+                                 f"folder a tournament or import wrote to")
+            self._conn()
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.ensure_tables(SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            if self.read_only:  # mode=rw: never creates the file; query_only: refuses writes in SQLite itself
+                conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True, timeout=60, isolation_level=None)
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                _switch_to_wal(conn)
+                conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
-            _switch_to_wal(conn)
-            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path} was opened read-only (a read verb); open Store(folder) to write")
+
+    # public API for modules that keep their own tables in this database
+    def ensure_tables(self, ddl: str) -> None:
+        """Run `CREATE ... IF NOT EXISTS` statements (idempotent), e.g. the human queue's tables."""
+        self._writable()
+        self._conn().executescript(ddl)
+
+    def has_table(self, name: str) -> bool:
+        return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of one read statement, on this thread's connection (inside its transaction, if one is open)."""
+        return self._conn().execute(sql, tuple(args)).fetchall()
+
+    def query_one(self, sql: str, args: Sequence[Any] = ()) -> Optional[tuple]:
+        """The first row of one read statement, or None."""
+        return self._conn().execute(sql, tuple(args)).fetchone()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE: the write lock is taken first, so reads inside it are not
+        stale): committed when the block ends, rolled back when it raises. Store writes made inside the
+        block (`add_verdicts`, ...) join it; a nested `transaction()` joins the outer one."""
+        self._writable()
+        conn = self._conn()
+        if getattr(self._local, "in_transaction", False):
+            yield conn
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.in_transaction = True
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+        finally:
+            self._local.in_transaction = False
 
     def _write(self, sql: str, rows: Iterable[tuple]) -> None:
         self._write_many([(sql, list(rows))])
 
     def _write_many(self, batches: list[tuple[str, list[tuple]]]) -> None:
         """Several inserts in one transaction: all of them are stored, or none."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction() as conn:
             for sql, rows in batches:
                 if rows:
                     conn.executemany(sql, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -149,7 +204,7 @@ class Store:
         sql = "SELECT json FROM transcripts WHERE run = ?" + (" AND status = ?" if status else "") + " ORDER BY id"
         args = (run, status) if status else (run,)
         headers = [from_json(Transcript, r[0]) for r in self._conn().execute(sql, args).fetchall()]
-        speeches = self._speeches_by_transcript(run)
+        speeches = self._speeches_by_transcript(run, status)
         return [_with_speeches(t, speeches.get(t.id, [])) for t in headers]
 
     def transcript(self, transcript_id: str) -> Optional[Transcript]:
@@ -165,11 +220,11 @@ class Store:
         row = self._conn().execute("SELECT json FROM questions WHERE run = ? AND id = ?", (run, question_id)).fetchone()
         return from_json(Question, row[0]) if row else None
 
-    def _speeches_by_transcript(self, run: str) -> dict[str, list[Speech]]:
-        rows = self._conn().execute(
-            "SELECT s.json FROM speeches s JOIN transcripts t ON s.transcript_id = t.id WHERE t.run = ? ORDER BY s.transcript_id, s.idx",
-            (run,),
-        ).fetchall()
+    def _speeches_by_transcript(self, run: str, status: Optional[str] = None) -> dict[str, list[Speech]]:
+        """Speeches of the run's transcripts (of one status only, when given: filtered before they are read)."""
+        sql = ("SELECT s.json FROM speeches s JOIN transcripts t ON s.transcript_id = t.id WHERE t.run = ?"
+               + (" AND t.status = ?" if status else "") + " ORDER BY s.transcript_id, s.idx")
+        rows = self._conn().execute(sql, (run, status) if status else (run,)).fetchall()
         out: dict[str, list[Speech]] = {}
         for r in rows:
             s = from_json(Speech, r[0])

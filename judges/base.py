@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol as TypingProtocol, Sequence
 
 from debate.protocols import Protocol
-from debate.records import Question, Transcript, Verdict, stable_id
+from debate.records import Question, Transcript, Verdict, order_average, stable_id
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def failed_verdict(case: Case, judge: str, error: str, raw: str = "", p_orders: 
 
 def decided_verdict(case: Case, judge: str, p_orders: tuple[float, ...], raw: str, beliefs: tuple[float, ...] = ()) -> Verdict:
     """A verdict from each presentation order's probability of answer 0, averaged."""
-    p = sum(p_orders) / len(p_orders)
+    p = order_average(p_orders)
     if p == 0.5:
         return failed_verdict(case, judge, "judge indifferent: probability exactly 0.5 for both answers", raw, p_orders)
     return _verdict(case, judge, p_answer0=p, p_orders=p_orders, winner=0 if p > 0.5 else 1, raw=raw, beliefs=beliefs)

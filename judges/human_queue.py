@@ -85,39 +85,34 @@ def _legacy_order(slot_id: str) -> int:
     return hashlib.sha256(f"order:{slot_id}".encode("utf-8")).digest()[0] % 2
 
 
-def _add_shown_order(conn) -> None:
+def _add_shown_order(store: Store) -> None:
     """Migrate a slots table from before `shown_order`: add the column; slots already taken keep the
     order their judge saw (the old hash), slots nobody has taken get a random one."""
     def missing() -> bool:
-        return "shown_order" not in {row[1] for row in conn.execute("PRAGMA table_info(slots)")}
+        return "shown_order" not in {row[1] for row in store.query("PRAGMA table_info(slots)")}
 
     if not missing():
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with store.transaction() as conn:
         if missing():  # another process may have migrated while this one waited for the lock
             conn.execute("ALTER TABLE slots ADD COLUMN shown_order INTEGER")
             rows = conn.execute("SELECT id, status FROM slots").fetchall()
             conn.executemany("UPDATE slots SET shown_order = ? WHERE id = ?",
                              [(secrets.randbelow(2) if status == "open" else _legacy_order(i), i) for i, status in rows])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 class HumanQueue:
-    """Judges and judging slots on a store's database."""
+    """Judges and judging slots on a store's database (through the store's public API only).
+
+    On a read-only store nothing is created or migrated: `queue_table` reads what exists (no slots
+    table: no queue).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.store._conn().executescript(SCHEMA)
-        _add_shown_order(self.store._conn())
-
-    def _tx(self):
-        conn = self.store._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        return conn
+        if not store.read_only:
+            store.ensure_tables(SCHEMA)
+            _add_shown_order(store)
 
     # judges
     def add_judge(self, name: str, admin: bool = False) -> str:
@@ -126,41 +121,31 @@ class HumanQueue:
         if not name or len(name) > 64:
             raise QueueError("a judge name must be 1-64 characters")
         token = secrets.token_urlsafe(24)
-        conn = self._tx()
-        try:
+        with self.store.transaction() as conn:
             if conn.execute("SELECT 1 FROM judges WHERE name = ?", (name,)).fetchone():
                 raise QueueError(f"a judge named {name!r} exists; revoke it or choose another name")
             conn.execute("INSERT INTO judges (name, token_hash, admin, created) VALUES (?, ?, ?, ?)",
                          (name, hash_token(token), int(admin), time.time()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return token
 
     def judges(self) -> list[Judge]:
-        rows = self.store._conn().execute("SELECT name, admin, revoked, created FROM judges ORDER BY created").fetchall()
+        rows = self.store.query("SELECT name, admin, revoked, created FROM judges ORDER BY created")
         return [Judge(n, bool(a), bool(r), c) for n, a, r, c in rows]
 
     def revoke(self, name: str) -> None:
-        conn = self._tx()
-        try:
+        with self.store.transaction() as conn:
             if conn.execute("UPDATE judges SET revoked = 1 WHERE name = ?", (name,)).rowcount == 0:
                 raise QueueError(f"no judge named {name!r}")
             # their unfinished slots go back to the queue
             conn.execute("UPDATE slots SET status = 'open', judge = NULL, lease = NULL WHERE judge = ? AND status = 'assigned'", (name,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     def login(self, token: str) -> Optional[Judge]:
         """The judge a token belongs to, or None for a wrong or revoked token."""
         if not token or len(token) > 200:
             return None
-        row = self.store._conn().execute(
+        row = self.store.query_one(
             "SELECT name, admin, revoked, created FROM judges WHERE token_hash = ?", (hash_token(token.strip()),)
-        ).fetchone()
+        )
         if row is None or row[2]:
             return None
         return Judge(row[0], bool(row[1]), False, row[3])
@@ -176,8 +161,7 @@ class HumanQueue:
             for k in range(judges_per_debate):
                 rows.append((stable_id("slot", run, t.id, k), run, t.id, k, story_key(q.passage, q.id), now, int(reveal),
                              secrets.randbelow(2)))
-        conn = self._tx()
-        try:
+        with self.store.transaction() as conn:
             before = conn.execute("SELECT COUNT(*) FROM slots").fetchone()[0]
             conn.executemany(
                 "INSERT OR IGNORE INTO slots (id, run, transcript_id, k, story, status, created, reveal, shown_order)"
@@ -185,10 +169,6 @@ class HumanQueue:
                 rows,
             )
             after = conn.execute("SELECT COUNT(*) FROM slots").fetchone()[0]
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return after - before
 
     def _slot(self, row) -> Slot:
@@ -200,17 +180,16 @@ class HumanQueue:
     def current(self, judge: str, now: Optional[float] = None) -> Optional[Slot]:
         """The slot this judge holds and has not finished (and whose lease has not expired), if any."""
         now = now or time.time()
-        row = self.store._conn().execute(
+        row = self.store.query_one(
             f"SELECT {self._COLS} FROM slots WHERE judge = ? AND status = 'assigned' AND assigned > ? ORDER BY assigned LIMIT 1",
             (judge, now - SLOT_TIMEOUT_S),
-        ).fetchone()
+        )
         return self._slot(row) if row else None
 
     def take(self, judge: str, now: Optional[float] = None, timeout: float = SLOT_TIMEOUT_S) -> Optional[Slot]:
         """Atomically assign the next slot to `judge` (their current one if they hold one)."""
         now = now or time.time()
-        conn = self._tx()
-        try:
+        with self.store.transaction() as conn:
             if conn.execute("SELECT revoked FROM judges WHERE name = ?", (judge,)).fetchone() in (None, (1,)):
                 raise QueueError("unknown or revoked judge")
             held = conn.execute(
@@ -218,7 +197,6 @@ class HumanQueue:
                 (judge, now - timeout),
             ).fetchone()
             if held:
-                conn.execute("COMMIT")
                 return self._slot(held)
             row = conn.execute(
                 f"""SELECT {self._COLS} FROM slots s
@@ -228,21 +206,16 @@ class HumanQueue:
                 (now - timeout, judge),
             ).fetchone()
             if row is None:
-                conn.execute("COMMIT")
                 return None
             lease = secrets.token_hex(8)
             conn.execute("UPDATE slots SET status = 'assigned', judge = ?, lease = ?, assigned = ?, beliefs = '[]' WHERE id = ?",
                          (judge, lease, now, row[0]))
             story = conn.execute("SELECT story FROM slots WHERE id = ?", (row[0],)).fetchone()[0]
             conn.execute("INSERT OR IGNORE INTO seen (judge, story) VALUES (?, ?)", (judge, story))  # read once, never again
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return self.slot(row[0])
 
     def slot(self, slot_id: str) -> Slot:
-        row = self.store._conn().execute(f"SELECT {self._COLS} FROM slots WHERE id = ?", (slot_id,)).fetchone()
+        row = self.store.query_one(f"SELECT {self._COLS} FROM slots WHERE id = ?", (slot_id,))
         if row is None:
             raise QueueError(f"no judging slot {slot_id}")
         return self._slot(row)
@@ -262,8 +235,7 @@ class HumanQueue:
     def add_belief(self, slot_id: str, judge: str, lease: str, turn: int, p_answer0: float) -> tuple[float, ...]:
         """Store the judge's belief after turn `turn` (in order, once per turn)."""
         _probability(p_answer0)
-        conn = self._tx()
-        try:
+        with self.store.transaction() as conn:
             beliefs = self._check(conn, slot_id, judge, lease)
             if turn < len(beliefs):
                 raise AnsweredElsewhere(f"your belief after turn {turn + 1} was already given (in another tab or by an "
@@ -273,10 +245,6 @@ class HumanQueue:
                                  f"{len(beliefs) + 1} first; nothing was changed")
             beliefs.append(float(p_answer0))
             conn.execute("UPDATE slots SET beliefs = ? WHERE id = ?", (json.dumps(beliefs), slot_id))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return tuple(beliefs)
 
     def submit(self, slot_id: str, judge: str, lease: str, p_answer0: float, reason: str, turns_required: int = 0) -> Verdict:
@@ -288,8 +256,7 @@ class HumanQueue:
         if problem:
             raise QueueError(problem)
         reason = normalise_reason(reason)  # what was counted is what is stored
-        conn = self._tx()
-        try:
+        with self.store.transaction() as conn:
             beliefs = self._check(conn, slot_id, judge, lease)
             if len(beliefs) < turns_required:
                 raise QueueError(f"give your belief after each turn first ({len(beliefs)} of {turns_required})")
@@ -305,14 +272,8 @@ class HumanQueue:
                 raw=json.dumps({"judge_name": judge, "reason": reason, "slot": slot_id, "shown_order": order}),
                 beliefs=tuple(beliefs),
             )
-            from debate.store import _V_SQL, _v_rows
-
-            conn.executemany(_V_SQL, _v_rows([v]))
+            self.store.add_verdicts([v])  # joins this transaction: the verdict and the closed slot, or neither
             conn.execute("UPDATE slots SET status = 'done', verdict_id = ? WHERE id = ?", (v.id, slot_id))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return v
 
     def queue_table(self, run: Optional[str] = None, now: Optional[float] = None) -> list[dict]:
@@ -320,7 +281,9 @@ class HumanQueue:
         now = now or time.time()
         sql = "SELECT run, status, assigned FROM slots" + (" WHERE run = ?" if run else "")
         counts: dict[str, dict] = {}
-        for r, status, assigned in self.store._conn().execute(sql, (run,) if run else ()).fetchall():
+        if not self.store.has_table("slots"):
+            return []  # nothing was ever queued in this database (a read-only store creates no table)
+        for r, status, assigned in self.store.query(sql, (run,) if run else ()):
             c = counts.setdefault(r, {"run": r, "open": 0, "in_progress": 0, "expired": 0, "done": 0})
             if status == "assigned":
                 c["in_progress" if assigned > now - SLOT_TIMEOUT_S else "expired"] += 1

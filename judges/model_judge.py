@@ -17,15 +17,24 @@ from debate.backends.base import GenRequest, Sampling, ScoreRequest
 from debate.context import expert_passage_budget, speeches_to_drop
 from debate.policy import Policy
 from debate.prompts import judge_messages
-from debate.records import Speech, Verdict
+from debate.records import Speech, Verdict, order_average
 from judges.base import Case, decided_verdict, failed_verdict
 from judges.parsing import parse_verdict
 
 CANDIDATES = (" A", " B")
 
 
-def _pairs(speeches: Sequence[Speech]) -> list[tuple[Speech, str]]:
+def speech_pairs(speeches: Sequence[Speech]) -> list[tuple[Speech, str]]:
+    """Each speech with the text a judge reads (quotes marked verified or not; the raw text when unmarked)."""
     return [(s, s.judge_text or s.text) for s in speeches]
+
+
+def answer0_by_order(p_first: Sequence[float]) -> tuple[float, float]:
+    """Each order's probability of answer 0 from its probability of the letter shown first (A).
+
+    Order 1 shows answer 0 as B, so its probability of answer 0 is that of the letter B.
+    """
+    return (p_first[0], 1.0 - p_first[1])
 
 
 class ModelJudge:
@@ -98,7 +107,7 @@ class ModelJudge:
                 for order in (0, 1):
                     jobs.append((i, n, order))
                     kept = case.transcript.speeches[min(first, max(n - 1, 0)) : n]
-                    msgs.append(judge_messages(self.prompts, case.question, _pairs(kept), order, passage))
+                    msgs.append(judge_messages(self.prompts, case.question, speech_pairs(kept), order, passage))
         # similar lengths in one batch waste less padding
         order = sorted(range(len(msgs)), key=lambda k: sum(len(c) for _, c in msgs[k]))
         try:
@@ -122,11 +131,11 @@ class ModelJudge:
         raw = json.dumps({"order0": final[2], "order1": final[3]}, ensure_ascii=False)
         if final[0] is None or final[1] is None:
             return failed_verdict(case, self.name, "no usable answer from the judge in at least one presentation order", raw)
-        # order 1 shows answer 0 as B, so its probability of answer 0 is that of the letter B
-        p_orders = (final[0], 1.0 - final[1])
+        p_orders = answer0_by_order(final)
         # one belief per turn before the last; NaN marks a turn where the judge gave no usable answer
         beliefs = tuple(
-            (v[0] + 1.0 - v[1]) / 2 if None not in v[:2] else math.nan for n, v in sorted(by_prefix.items()) if n != max(by_prefix)
+            order_average(answer0_by_order(v)) if None not in v[:2] else math.nan
+            for n, v in sorted(by_prefix.items()) if n != max(by_prefix)
         )
         return decided_verdict(case, self.name, p_orders, raw, beliefs)
 

@@ -32,7 +32,7 @@ from debate.precision import DTYPES, autocast_dtype, device_type, lower_dtype, s
 from debate.prompts import load_prompts
 from judges.frozen_prefix import FrozenPrefix
 from judges.judge_data import Example, generate_debates, presentations, templated
-from judges.model_judge import CANDIDATES, _pairs
+from judges.model_judge import CANDIDATES, speech_pairs
 from judges.validation import accuracy_on, serving_check
 
 OBJECTIVES = ("ce", "bt")
@@ -128,7 +128,7 @@ class LetterScorer:
         texts, targets = [], []
         for ex, order, target in presentations(examples, orders):
             c = ex.case
-            msgs = judge_messages(self.prompts, c.question, _pairs(c.transcript.speeches), order)
+            msgs = judge_messages(self.prompts, c.question, speech_pairs(c.transcript.speeches), order)
             texts.append(self.backend.render(msgs, prefix=prefix))
             targets.append(target)
         return texts, torch.tensor(targets)

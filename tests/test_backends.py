@@ -84,3 +84,40 @@ def test_mock_backend_is_registered_deterministic_and_a_policy():
     assert isinstance(policy, Policy) and policy.backend.name == "m"
     assert all(callable(getattr(RemotePolicy, m, None)) for m in ("submit_generate", "submit_score", "count_tokens", "truncate_tokens"))
     assert policy.truncate_tokens(["a b c d", "e f"], [2, 5]) == ["a b", "e f"]
+
+
+def test_a_sampled_request_gives_the_same_text_alone_and_in_any_batch(tiny_backend):
+    msgs = messages(("user", "The red lantern is in the cellar."))
+    target = GenRequest(msgs, Sampling(temperature=1.0, top_p=0.9, max_new_tokens=8), seed=11)
+    others = [GenRequest(messages(("user", f"Debater for A: quote {i}")), Sampling(temperature=t, max_new_tokens=8), seed=100 + i)
+              for i, t in enumerate((0.7, 0.0, 1.5))]
+    alone = tiny_backend.generate([target])[0]
+    assert alone.n_tokens > 0
+    for pos in range(len(others) + 1):
+        batch = others[:pos] + [target] + others[pos:]
+        assert tiny_backend.generate(batch)[pos] == alone, f"text changed with the request at batch position {pos}"
+
+
+def test_different_seeds_give_different_samples(tiny_backend):
+    msgs = messages(("user", "The red lantern is in the cellar."))
+    texts = {tiny_backend.generate([GenRequest(msgs, Sampling(temperature=1.0, max_new_tokens=8), seed=s)])[0].text
+             for s in range(4)}
+    assert len(texts) > 1
+
+
+def test_row_sampler_draws_from_each_rows_softmax_and_leaves_greedy_rows_alone():
+    import torch
+
+    from debate.backends.row_sampling import RowSampler
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2, 0.0 + 1e-9]] * 3))
+    sampler = RowSampler([1.0, 0.0, 1.0], [1.0, 1.0, 0.6], [5, 5, 5])
+    counts = torch.zeros(3, 4)
+    for _ in range(4000):
+        out = sampler(torch.zeros(3, 1, dtype=torch.long), logits)
+        counts[torch.arange(3), out.argmax(-1)] += 1
+    freq = counts / 4000
+    assert torch.allclose(freq[0], torch.tensor([0.5, 0.3, 0.2, 0.0]), atol=0.03)  # a softmax sample
+    assert freq[1].tolist() == [1.0, 0.0, 0.0, 0.0]  # greedy row: argmax every step
+    # top_p 0.6: the nucleus is the two most likely tokens, renormalised to 0.625 / 0.375
+    assert torch.allclose(freq[2], torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.03)

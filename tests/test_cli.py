@@ -33,8 +33,19 @@ def test_missing_config_file(capsys, tmp_path):
 
 
 def test_report_of_unknown_run(capsys, tmp_path):
+    from debate.store import Store
+
+    Store(tmp_path)
     assert main(["report", "nope", "--results", str(tmp_path)]) == 2
     assert "no run named 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", ["report", "export"])
+def test_read_verbs_on_a_missing_results_folder_create_nothing(verb, capsys, tmp_path):
+    missing = tmp_path / "nowhere"
+    assert main([verb, "r", "--results", str(missing)]) == 2
+    assert f"no results database at {missing / 'debate.sqlite'}" in capsys.readouterr().err
+    assert not missing.exists()
 
 
 def test_resume_of_unknown_run(capsys, tmp_path):

@@ -63,6 +63,19 @@ def test_turn_by_turn_beliefs_of_a_known_room(imported):
     assert [s.role for s in t.speeches[:2]] and {s.turn for s in t.speeches} == {0, 1}
 
 
+def test_export_keeps_setting_and_tags(imported, tmp_path):
+    import pandas as pd
+
+    from debate.export import export_run
+
+    store, _ = imported
+    paths = {p.stem: p for p in export_run(store, "nyu", tmp_path, "jsonl")}
+    exported = pd.read_json(paths["transcripts"], lines=True, dtype={"tags": str}).set_index("id")
+    for t in store.transcripts("nyu"):
+        assert exported.loc[t.id, "setting"] == t.setting and json.loads(exported.loc[t.id, "tags"]) == list(t.tags)
+    assert "human debate" in set(exported.setting)
+
+
 def test_quote_text_of_a_known_span(imported):
     store, _ = imported
     t = next(t for t in store.transcripts("nyu") if t.question_id == "a-pail-of-air-0")

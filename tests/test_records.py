@@ -14,6 +14,7 @@ from debate.records import (
     Transcript,
     Verdict,
     from_json,
+    order_average,
     stable_id,
     to_json,
 )
@@ -92,3 +93,14 @@ def test_stable_id_deterministic_and_distinct() -> None:
     assert a != stable_id("run", "match", "q2", 0)
     # the separator keeps part boundaries: ("ab", "c") is not ("a", "bc")
     assert stable_id("ab", "c") != stable_id("a", "bc")
+
+
+def test_verdict_p_correct_and_order_average() -> None:
+    v = Verdict("v", "r", "t", "q", "j", p_answer0=order_average((0.9, 0.5)), p_orders=(0.9, 0.5), winner=0)
+    assert v.p_answer0 == pytest.approx(0.7)
+    assert v.p_correct(0) == pytest.approx(0.7) and v.p_correct(1) == pytest.approx(0.3)
+    assert Verdict("f", "r", "t", "q", "j", p_answer0=None).p_correct(1) is None
+    with pytest.raises(ValueError, match="correct must be the answer index"):
+        v.p_correct(2)
+    with pytest.raises(ValueError, match="at least one"):
+        order_average(())

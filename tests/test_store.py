@@ -190,3 +190,60 @@ def test_newer_speech_schema_is_refused(tmp_path) -> None:
         c.execute("INSERT INTO speeches (transcript_id, idx, json, created) VALUES ('t0', 5, ?, 0)", (json.dumps(data),))
     with pytest.raises(SchemaError):
         store.transcripts("r")
+
+
+def _tables(path) -> set[str]:
+    with sqlite3.connect(path) as c:
+        return {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_read_only_store_creates_nothing_and_refuses_writes(tmp_path) -> None:
+    from judges.human_queue import HumanQueue
+
+    with pytest.raises(StoreError, match="no results database at .*debate.sqlite"):
+        Store(tmp_path / "missing", read_only=True)
+    assert not (tmp_path / "missing").exists()
+    Store(tmp_path).add_transcripts(_transcripts())
+    before = _tables(tmp_path / DB_NAME)
+    ro = Store(tmp_path, read_only=True)
+    assert ro.count("transcripts", "r") == 3
+    assert HumanQueue(ro).queue_table() == []  # no queue tables: no queue, and none created
+    assert _tables(tmp_path / DB_NAME) == before and "slots" not in before
+    with pytest.raises(StoreError, match="read-only"):
+        ro.add_verdicts([_verdict(0)])
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):  # SQLite itself refuses a raw write
+        ro.query("DELETE FROM transcripts")
+    assert Store(tmp_path).count("transcripts", "r") == 3
+
+
+def test_transaction_commits_or_rolls_back_with_the_store_writes_inside_it(tmp_path) -> None:
+    store = Store(tmp_path)
+    store.ensure_tables("CREATE TABLE IF NOT EXISTS extra (k TEXT PRIMARY KEY);")
+    assert store.has_table("extra") and not store.has_table("nope")
+    with pytest.raises(RuntimeError, match="boom"):
+        with store.transaction() as conn:
+            conn.execute("INSERT INTO extra VALUES ('a')")
+            store.add_verdicts([_verdict(0)])  # joins the open transaction
+            raise RuntimeError("boom")
+    assert store.query("SELECT COUNT(*) FROM extra") == [(0,)] and store.verdicts("r") == []
+    with store.transaction() as conn:
+        conn.execute("INSERT INTO extra VALUES ('b')")
+        with store.transaction():  # nested: part of the outer one
+            store.add_verdicts([_verdict(1)])
+    assert store.query_one("SELECT k FROM extra") == ("b",) and [v.id for v in store.verdicts("r")] == ["vj1"]
+
+
+def test_transcripts_by_status_read_only_that_statuses_speeches(tmp_path) -> None:
+    from dataclasses import replace
+
+    store = Store(tmp_path)
+    t0, t1 = _transcripts(n=2)
+    store.add_transcripts([t0, t1])
+    store.update_transcript(replace(t1, status="complete"))
+    store.add_speeches(_speeches("t0", 2))
+    # a complete transcript's speech no reader can parse: a read of running transcripts must never load it
+    store._conn().execute("INSERT INTO speeches (transcript_id, idx, json, created) VALUES ('t1', 0, 'not json', 0)")
+    (running,) = store.transcripts("r", status="running")
+    assert running.id == "t0" and [s.text for s in running.speeches] == ["speech 0", "speech 1"]
+    with pytest.raises(ValueError):
+        store.transcripts("r", status="complete")

@@ -14,6 +14,11 @@ from tests.conftest import tiny_config
 # transcripts for 2 entries and n questions: debate 2n, simultaneous 2n, consultancy 4n, blind n, expert n
 EXPECTED = {"debate": 2, "simultaneous": 2, "consultancy": 4, "blind": 1, "expert": 1}
 SPEECHES = {"debate": 4, "simultaneous": 2, "consultancy": 1, "blind": 0, "expert": 0}
+# 95% Wilson intervals (low, high) of k right out of n, from published tables
+WILSON = {2: [(0.0, 0.6576), (0.0945, 0.9055), (0.3424, 1.0)],
+          4: [(0.0, 0.4899), (0.0456, 0.6994), (0.15, 0.85), (0.3006, 0.9544), (0.5101, 1.0)],
+          8: [(0.0, 0.3244), (0.0224, 0.4709), (0.0715, 0.5907), (0.1368, 0.6943), (0.2152, 0.7848),
+              (0.3057, 0.8632), (0.4093, 0.9285), (0.5291, 0.9776), (0.6756, 1.0)]}
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +69,46 @@ def test_report_tables_and_plot(local_run, tmp_path):
     assert set(report.accuracy.protocol) == set(EXPECTED)
     n_by = dict(zip(report.accuracy.protocol, report.accuracy.n + report.accuracy.failed))
     assert n_by == {k: v * 2 for k, v in EXPECTED.items()}
-    ok = report.accuracy.dropna(subset=["accuracy"])
-    assert ((ok.low <= ok.accuracy) & (ok.accuracy <= ok.high)).all()
+    # accuracy and its interval from the stored verdicts, counted here
+    questions = result.store.questions("t1")
+    protocol_of = {t.id: (t.protocol, questions[t.question_id].correct) for t in result.store.transcripts("t1")}
+    right: dict[str, list[bool]] = {}
+    for v in result.store.verdicts("t1"):
+        protocol, correct = protocol_of[v.transcript_id]
+        if v.winner is not None:
+            right.setdefault(protocol, []).append(v.winner == correct)
+    assert right, "no decided verdict to check"
+    for row in report.accuracy.itertuples():
+        k, n = sum(right.get(row.protocol, [])), len(right.get(row.protocol, []))
+        assert (row.n, row.accuracy) == (n, pytest.approx(k / n)), row
+        assert (row.low, row.high) == pytest.approx(WILSON[n][k], abs=1e-3), row
     overall = report.leaderboard[report.leaderboard.scope == "overall"]
-    assert set(overall.player) <= {"cold", "hot"}
+    assert set(overall.player) == {"cold", "hot"}
     assert abs(overall.strength.sum()) < 1e-6  # mean-centred strengths
     text = format_report(report)
     assert "judge accuracy by protocol" in text and "leaderboard" in text
     png = plot_accuracy(report, tmp_path / "acc.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_verb_writes_only_its_plot(local_run, capsys):
+    import sqlite3
+
+    from ui.cli import main
+
+    cfg, result = local_run
+    folder = result.store.folder
+
+    def state() -> tuple[set, set]:
+        with sqlite3.connect(result.store.path) as c:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return tables, {p.relative_to(folder) for p in folder.rglob("*") if p.name != "accuracy.png"}
+
+    before = state()
+    assert main(["report", "t1", "--results", str(folder)]) == 0
+    assert "judge accuracy by protocol" in capsys.readouterr().out
+    assert state() == before and "slots" not in before[0]  # no human-queue tables, no new folder or file
+    assert (folder / "t1" / "accuracy.png").exists()
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
@@ -84,6 +120,8 @@ def test_export_for_pandas(local_run, tmp_path, fmt):
     verdicts = read(paths["verdicts"])
     transcripts = read(paths["transcripts"])
     assert {"transcript_id", "index", "role", "side", "entry", "text", "judge_text", "n_quotes", "empty"} <= set(speeches.columns)
+    assert {"setting", "tags", "quote_mode"} <= set(transcripts.columns)
+    assert set(transcripts.setting) == {""} and set(transcripts.tags) == {"[]"}  # a tournament's: no import setting or tags
     assert {"p_answer0", "p_orders", "winner", "raw", "error", "judge"} <= set(verdicts.columns)
     assert len(transcripts) == result.store.count("transcripts", "t1")
     assert len(speeches) == sum(len(t.speeches) for t in result.store.transcripts("t1"))

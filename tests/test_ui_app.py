@@ -230,8 +230,6 @@ def test_turns_beliefs_calibration_agreement():
     assert view.final_problem(70, "\u200b\u200b\u200b") and view.final_problem(70, "x" * 2001)
     assert view.reason_counter("ab  c") == ("4 of at most 2,000 characters", False)
     assert view.reason_counter("y" * 2345)[1] and "345 over the limit" in view.reason_counter("y" * 2345)[0]
-    bins = view.calibration_bins([(0.9, 0), (0.05, 1), (0.8, 1), (0.5, 0)])
-    assert [(b.n, b.accuracy) for b in bins] == [(1, 0.0), (2, 1.0)]
     vs = [Verdict(f"v{i}", "r", t, "q", "human", p, winner=w) for i, (t, p, w) in
           enumerate([("a", 0.8, 0), ("a", 0.7, 0), ("a", 0.2, 1), ("b", 0.9, 0)])]
     a = view.agreement(vs)

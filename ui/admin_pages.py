@@ -14,13 +14,13 @@ from typing import Callable, Optional
 import pandas as pd
 import streamlit as st
 
-from arenas.metrics import rate
+from arenas.metrics import accuracy, calibration_bins
 from arenas.report import build_report, plot_accuracy
 from debate.records import Verdict
 from debate.store import Store
 from ui.app import get_queue, get_store, require_user
 from ui.page_errors import guarded, shown_or_logged
-from ui.view import agreement, calibration_bins, judge_label, p_correct, speech_html, text_html
+from ui.view import agreement, judge_label, speech_html, text_html
 
 
 def _choose_run(store: Store) -> Optional[str]:
@@ -93,8 +93,8 @@ def accuracy_page() -> None:
         st.dataframe(_by_judge(verdicts, correct), hide_index=True)
     st.subheader("Calibration of human judges")
     with shown_or_logged(f"the calibration of human judges in run {run!r}"):
-        pairs = [(v.p_answer0, correct[v.transcript_id]) for v in verdicts if v.judge == "human" and v.p_answer0 is not None]
-        bins = calibration_bins(pairs)
+        # decided verdicts only: a failed one has no probability, and neither judge kind stores an exact 50/50
+        bins = calibration_bins([v.p_correct(correct[v.transcript_id]) for v in verdicts if v.judge == "human" and v.winner is not None])
         if not bins:
             st.info("No decided human verdicts yet.")
             return
@@ -114,12 +114,12 @@ def _correct_answers(store: Store, run: str) -> dict[str, int]:
 def _by_judge(verdicts: list[Verdict], correct: dict[str, int]) -> pd.DataFrame:
     groups: dict[str, list[float]] = {}
     for v in verdicts:
-        p = p_correct(v, correct[v.transcript_id])
+        p = v.p_correct(correct[v.transcript_id])
         if p is not None:
             groups.setdefault(judge_label(v), []).append(p)
     rows = []
     for name, ps in sorted(groups.items()):
-        r = rate(sum(p > 0.5 for p in ps), len(ps))
+        r = accuracy(ps)
         rows.append(dict(judge=name, n=r.n, accuracy=r.value, low=r.low, high=r.high))
     return pd.DataFrame(rows)
 

@@ -59,7 +59,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from arenas.report import build_report, format_report, plot_accuracy
     from debate.store import Store
 
-    store = Store(args.results)
+    store = Store(args.results, read_only=True)  # a read: creates no folder, file or table
     if store.run(args.run).kind == "import-nyu":
         from arenas.settings_report import format_settings, passage_lengths
 
@@ -87,7 +87,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from debate.store import Store
 
     out = Path(args.out or Path(args.results) / args.run / "export")
-    for path in export_run(Store(args.results), args.run, out, args.format):
+    for path in export_run(Store(args.results, read_only=True), args.run, out, args.format):
         print(path)
     return 0
 

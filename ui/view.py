@@ -1,5 +1,6 @@
 """Pure logic behind the judging pages (no Streamlit): displayed answer order, probability mapping, the
-reason's counter, speech rendering, turn grouping, calibration bins and inter-annotator agreement.
+reason's counter, speech rendering, turn grouping and inter-annotator agreement (calibration bins are
+`arenas.metrics.calibration_bins`).
 Unit-testable on its own. The order itself is drawn at random and stored with each slot (`Slot.order`)."""
 
 from __future__ import annotations
@@ -124,43 +125,6 @@ def judge_label(v: Verdict) -> str:
             name = None
         return f"human: {name}" if name else "human"
     return v.judge
-
-
-def p_correct(v: Verdict, correct: int) -> Optional[float]:
-    """The verdict's probability of the correct answer (None for a failed verdict)."""
-    if v.p_answer0 is None:
-        return None
-    return v.p_answer0 if correct == 0 else 1.0 - v.p_answer0
-
-
-@dataclass(frozen=True)
-class CalibrationBin:
-    low: float
-    high: float
-    n: int
-    confidence: float  # mean probability given to the chosen answer
-    accuracy: float  # fraction of those choices that were right
-
-
-def calibration_bins(pairs: Iterable[tuple[float, int]], edges: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> list[CalibrationBin]:
-    """Reliability bins over (p_answer0, correct) pairs: confidence in the chosen answer vs how often it was right.
-
-    The chosen answer is the one given more than 0.5; exact 50/50 verdicts are left out.
-    """
-    rows = []
-    for p0, correct in pairs:
-        if p0 is None or p0 == 0.5:
-            continue
-        chosen = 0 if p0 > 0.5 else 1
-        rows.append((max(p0, 1.0 - p0), chosen == correct))
-    out = []
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        last = i == len(edges) - 2
-        inside = [(c, ok) for c, ok in rows if lo <= c < hi or (last and c == hi)]
-        if inside:
-            out.append(CalibrationBin(lo, hi, len(inside), sum(c for c, _ in inside) / len(inside),
-                                      sum(ok for _, ok in inside) / len(inside)))
-    return out
 
 
 @dataclass(frozen=True)

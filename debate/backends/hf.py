@@ -11,20 +11,8 @@ from typing import Sequence
 import torch
 
 from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult
+from debate.backends.row_sampling import RowSampler
 from debate.precision import serving_dtype
-
-
-class RowTemperature:
-    """Logits processor dividing each row's scores by its own temperature.
-
-    It lets one `generate` call serve entries of the same policy with different temperatures.
-    """
-
-    def __init__(self, temperatures: Sequence[float], device: torch.device) -> None:
-        self.t = torch.tensor(list(temperatures), dtype=torch.float32, device=device).unsqueeze(1)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return scores / self.t.to(scores.dtype)
 
 
 def pick_device(device: str) -> str:
@@ -92,38 +80,39 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        """One `generate` call per group of requests sharing top_p, max_new_tokens and greediness."""
-        groups: dict[tuple, list[int]] = defaultdict(list)
+        """One `generate` call per group of requests sharing max_new_tokens.
+
+        Temperature, top-p and seed are per row (see `RowSampler`), so a request's text is the same
+        whatever other requests share its batch.
+        """
+        groups: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
-            s = r.sampling
-            groups[(s.temperature == 0, s.top_p, s.max_new_tokens)].append(i)
+            groups[r.sampling.max_new_tokens].append(i)
         results: list[GenResult | None] = [None] * len(requests)
-        for (greedy, top_p, max_new), rows in groups.items():
+        for max_new, rows in groups.items():
             for k in range(0, len(rows), self.max_batch):
                 chunk = rows[k : k + self.max_batch]
-                out = self._generate_group([requests[i] for i in chunk], greedy, top_p, max_new)
+                out = self._generate_group([requests[i] for i in chunk], max_new)
                 for i, res in zip(chunk, out):
                     results[i] = res
         return [r for r in results if r is not None]
 
-    def _generate_group(self, reqs: list[GenRequest], greedy: bool, top_p: float, max_new: int) -> list[GenResult]:
+    def _generate_group(self, reqs: list[GenRequest], max_new: int) -> list[GenResult]:
         from transformers import LogitsProcessorList
 
         batch = self.encode([self.render(r.messages) for r in reqs])
-        kwargs: dict = {"max_new_tokens": max_new, "pad_token_id": self.tokenizer.pad_token_id}
-        if greedy:
-            kwargs.update(do_sample=False)
-        else:
-            torch.manual_seed(reqs[0].seed)
-            temps = [r.sampling.temperature for r in reqs]
-            kwargs.update(
-                do_sample=True,
-                temperature=1.0,
-                top_p=top_p,
-                top_k=0,
-                logits_processor=LogitsProcessorList([RowTemperature(temps, self.model.device)]),
-            )
-        out = self.model.generate(**batch, **kwargs)
+        sampler = RowSampler([r.sampling.temperature for r in reqs], [r.sampling.top_p for r in reqs], [r.seed for r in reqs])
+        # greedy decoding over the sampler's noisy logits: an argmax per row is that row's sample
+        out = self.model.generate(
+            **batch,
+            max_new_tokens=max_new,
+            pad_token_id=self.tokenizer.pad_token_id,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            logits_processor=LogitsProcessorList([sampler]),
+        )
         new = out[:, batch["input_ids"].shape[1] :].tolist()
         return [self._result(row, max_new) for row in new]
 
