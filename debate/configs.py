@@ -3,205 +3,261 @@
 from __future__ import annotations
 
 import dataclasses
-import types
+import functools
 import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Annotated, Any, Callable, Literal, Optional, Sequence, TypeVar
 
+import pydantic.dataclasses
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError, model_validator
+from pydantic_core import ArgsKwargs
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file or field and the fix."""
 
 
-JUDGE_KINDS = ("model", "human")
-JUDGE_MODES = ("logprob", "text")
-OVERFLOW = ("truncate", "refuse")
+# -- field types: each declares its type, range or choices once; pydantic checks them on construction
 
 
-def _choice(value: str, known: tuple[str, ...], where: str) -> None:
-    if value not in known:
-        raise ConfigError(f"{where}: unknown value {value!r}; known: {', '.join(known)}")
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic's lax mode reads True as 1
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
 
 
-@dataclass(frozen=True)
-class PolicyConfig:
+def _one_of(known: Callable[[], Sequence[str]]) -> AfterValidator:
+    """A choice among names a registry holds, read when a value is checked (the registries import configs)."""
+
+    def check(value: str) -> str:
+        names = list(known())
+        if value not in names:
+            raise ValueError(f"unknown value {value!r}; known: {', '.join(names)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _named_items(value: Any) -> Any:
+    if isinstance(value, dict):  # a mapping of name -> fields, for named items
+        return [{"name": k, **(v or {})} for k, v in value.items()]
+    return value
+
+
+def _backends() -> list[str]:
+    from debate.backends.registry import BACKENDS
+
+    return list(BACKENDS)
+
+
+def _protocols() -> list[str]:
+    from debate.protocols import PROTOCOLS
+
+    return list(PROTOCOLS)
+
+
+def _debater_styles() -> list[str]:
+    from debate.prompts import debater_styles, load_prompts
+
+    return debater_styles(load_prompts("default"))  # the engine plays the default prompt set
+
+
+def _question_sources() -> list[str]:
+    from debate.questions import SOURCES
+
+    return list(SOURCES)
+
+
+def _quote_modes() -> list[str]:
+    from debate.quotes import QUOTE_MODES
+
+    return list(QUOTE_MODES)
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]  # an int is taken; YAML 1.1's string '3e-5' too
+_Item = TypeVar("_Item")
+Named = Annotated[tuple[_Item, ...], BeforeValidator(_named_items)]  # a list, or a mapping name -> fields
+
+
+class _Fields:
+    """Refuses an unknown field by name, listing the known ones (pydantic's own error does not list them)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        given = (data.kwargs or {}) if isinstance(data, ArgsKwargs) else data if isinstance(data, dict) else {}
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in given if k not in known]
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r}; known: {', '.join(known)}")
+        return data
+
+
+_Cls = TypeVar("_Cls", bound=type)
+
+
+def _config(cls: _Cls) -> _Cls:
+    """A frozen pydantic dataclass whose construction errors, in Python as from YAML, are ConfigErrors."""
+    cls = pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))(cls)
+    validated_init = cls.__init__
+
+    @functools.wraps(validated_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validated_init(self, *args, **kwargs)
+        except ValidationError as exc:
+            raise config_error(exc, cls.__name__) from None
+
+    cls.__init__ = __init__
+    return cls
+
+
+@_config
+class PolicyConfig(_Fields):
     """A model behind a backend, hosted by one Ray actor."""
 
     name: str
     model: str = "embedded"  # 'embedded' or a local Hugging Face model folder
-    backend: str = "transformers"
+    backend: Annotated[str, _one_of(_backends)] = "transformers"  # the registry is the one list of backends
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     dtype: str = "auto"
-    threads: int = 0  # torch threads in the actor; 0 = all cores
-    max_batch: int = 32
-    num_cpus: float = 1.0  # Ray resources of the actor
-    num_gpus: float = 0.0
-
-    def __post_init__(self) -> None:
-        from debate.backends.registry import BACKENDS  # the registry is the one list of backends
-
-        _choice(self.backend, tuple(BACKENDS), f"policies.{self.name}.backend")
+    threads: Annotated[Int, Field(ge=0)] = 0  # torch threads in the actor; 0 = all cores
+    max_batch: Annotated[Int, Field(ge=1)] = 32
+    num_cpus: Annotated[Float, Field(ge=0)] = 1.0  # Ray resources of the actor
+    num_gpus: Annotated[Float, Field(ge=0)] = 0.0
 
 
-@dataclass(frozen=True)
-class EntryConfig:
+@_config
+class EntryConfig(_Fields):
     """A tournament entry: a policy plus its prompt style and sampling settings."""
 
     name: str
     policy: str
-    prompt: str = "default"
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 96
-
-    def __post_init__(self) -> None:
-        from debate.prompts import debater_styles, load_prompts
-
-        if self.temperature < 0:
-            raise ConfigError(f"entries.{self.name}.temperature must be >= 0, got {self.temperature}")
-        # checked at load, not mid-run after the models have loaded; the engine plays the default prompt set
-        _choice(self.prompt, tuple(debater_styles(load_prompts("default"))), f"entries.{self.name}.prompt")
+    prompt: Annotated[str, _one_of(_debater_styles)] = "default"  # checked at load, not mid-run after models load
+    temperature: Annotated[Float, Field(ge=0)] = 0.7
+    top_p: Annotated[Float, Field(gt=0, le=1)] = 0.95
+    max_new_tokens: Annotated[Int, Field(ge=1)] = 96
 
 
-@dataclass(frozen=True)
-class JudgeConfig:
+@_config
+class JudgeConfig(_Fields):
     name: str = "judge"
-    kind: str = "model"
+    kind: Literal["model", "human"] = "model"
     policy: str = "judge"
-    mode: str = "logprob"  # logprob: answer-letter log-probabilities; text: parse generated text
-    min_letter_mass: float = 1e-4  # below this the letters were not an answer: a recorded failure
-    judges_per_debate: int = 1  # human judging: how many different people judge each debate
-    reveal: bool = False  # human judging: show the correct answer after the verdict is submitted
-
-    def __post_init__(self) -> None:
-        _choice(self.kind, JUDGE_KINDS, "judge.kind")
-        _choice(self.mode, JUDGE_MODES, "judge.mode")
+    mode: Literal["logprob", "text"] = "logprob"  # logprob: answer-letter log-probabilities; text: parse generated text
+    min_letter_mass: Annotated[Float, Field(ge=0, lt=1)] = 1e-4  # below this the letters were not an answer: a recorded failure
+    judges_per_debate: Annotated[Int, Field(ge=1)] = 1  # human judging: how many different people judge each debate
+    reveal: StrictBool = False  # human judging: show the correct answer after the verdict is submitted
 
 
-@dataclass(frozen=True)
-class ProtocolConfig:
-    name: str
-    rounds: int = 2
-    word_limit: int = 60
-    beliefs: bool = False  # ask the judge for a belief after each turn
-
-    def __post_init__(self) -> None:
-        from debate.protocols import PROTOCOLS
-
-        _choice(self.name, tuple(PROTOCOLS), "protocols[].name")
-        if self.rounds < 1 or self.word_limit < 1:
-            raise ConfigError(f"protocol {self.name}: rounds and word_limit must be >= 1")
+@_config
+class ProtocolConfig(_Fields):
+    name: Annotated[str, _one_of(_protocols)]
+    rounds: Annotated[Int, Field(ge=1)] = 2
+    word_limit: Annotated[Int, Field(ge=1)] = 60
+    beliefs: StrictBool = False  # ask the judge for a belief after each turn
 
 
-@dataclass(frozen=True)
-class QuestionsConfig:
-    source: str = "synthetic"  # synthetic, jsonl, quality, nyu
+@_config
+class QuestionsConfig(_Fields):
+    source: Annotated[str, _one_of(_question_sources)] = "synthetic"
     path: Optional[str] = None
-    n: int = 8
-    seed: int = 0
-    difficulty: str = "easy"
+    n: Annotated[Int, Field(ge=1)] = 8
+    seed: Int = 0
+    difficulty: str = "easy"  # checked by the synthetic generator, which also takes its own names (d3f2)
     split: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class QuotesConfig:
-    mode: str = "tags+recite"
-    min_words: int = 5
-    max_edit_ratio: float = 0.1
+@_config
+class QuotesConfig(_Fields):
+    mode: Annotated[str, _one_of(_quote_modes)] = "tags+recite"
+    min_words: Annotated[Int, Field(ge=1)] = 5
+    max_edit_ratio: Annotated[Float, Field(ge=0, le=1)] = 0.1
 
 
-@dataclass(frozen=True)
-class RayConfig:
+@_config
+class RayConfig(_Fields):
     address: Optional[str] = None  # None: a local ray.init(); else a cluster address
-    num_cpus: Optional[int] = None
+    num_cpus: Optional[Annotated[Int, Field(ge=1)]] = None
 
 
-@dataclass(frozen=True)
-class TournamentConfig:
+@_config
+class TournamentConfig(_Fields):
     name: str = "tournament"
     questions: QuestionsConfig = QuestionsConfig()
-    policies: tuple[PolicyConfig, ...] = ()
-    entries: tuple[EntryConfig, ...] = ()
+    policies: Named[PolicyConfig] = ()
+    entries: Named[EntryConfig] = ()
     judge: JudgeConfig = JudgeConfig()
-    protocols: tuple[ProtocolConfig, ...] = (ProtocolConfig("debate"), ProtocolConfig("blind"))
+    protocols: Named[ProtocolConfig] = (ProtocolConfig("debate"), ProtocolConfig("blind"))
     quotes: QuotesConfig = QuotesConfig()
     ray: RayConfig = RayConfig()
-    context_overflow: str = "truncate"  # a passage longer than the context: truncate (warned) or refuse
-    samples: int = 1
-    seed: int = 0
+    context_overflow: Literal["truncate", "refuse"] = "truncate"  # a passage longer than the context: truncate (warned) or refuse
+    samples: Annotated[Int, Field(ge=1)] = 1
+    seed: Int = 0
     results: str = "results"
 
-    def __post_init__(self) -> None:
-        _choice(self.context_overflow, OVERFLOW, "context_overflow")
+    @model_validator(mode="after")
+    def _cross_references(self) -> TournamentConfig:
         names = [p.name for p in self.policies]
         if len(set(names)) != len(names):
-            raise ConfigError(f"policies: duplicate names in {names}")
+            raise ValueError(f"policies: duplicate names in {names}")
         for e in self.entries:
             if e.policy not in names:
-                raise ConfigError(f"entries.{e.name}.policy: unknown policy {e.policy!r}; known: {', '.join(names)}")
+                raise ValueError(f"entries.{e.name}.policy: unknown policy {e.policy!r}; known: {', '.join(names)}")
         if self.judge.kind == "model" and self.judge.policy not in names:
-            raise ConfigError(f"judge.policy: unknown policy {self.judge.policy!r}; known: {', '.join(names)}")
+            raise ValueError(f"judge.policy: unknown policy {self.judge.policy!r}; known: {', '.join(names)}")
         debating = [p for p in self.protocols if p.name in ("debate", "simultaneous", "consultancy")]
         if debating and not self.entries:
-            raise ConfigError("entries: a protocol with debaters needs at least one entry")
+            raise ValueError("entries: a protocol with debaters needs at least one entry")
         if any(p.name in ("debate", "simultaneous") for p in debating) and len(self.entries) < 2:
-            raise ConfigError("entries: a debate tournament needs at least two entries (round robin)")
+            raise ValueError("entries: a debate tournament needs at least two entries (round robin)")
         if len({e.name for e in self.entries}) != len(self.entries):
-            raise ConfigError("entries: names must be unique")
+            raise ValueError("entries: names must be unique")
+        return self
 
     def policy(self, name: str) -> PolicyConfig:
         return next(p for p in self.policies if p.name == name)
 
 
+def _path(where: str, loc: Sequence[Any]) -> str:
+    path = where
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def config_error(exc: ValidationError, where: str = "") -> ConfigError:
+    """Pydantic's first error as a ConfigError: the field path, the problem, the known values of a choice."""
+    err = exc.errors()[0]
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "value_error":  # a validator's own message (choices, cross-field checks, __post_init__)
+        msg = str(ctx["error"])
+    elif kind == "literal_error":
+        msg = f"unknown value {err['input']!r}; known: {ctx['expected']}"
+    else:  # pydantic's own message: the type or the bound, and the value given
+        msg = f"{err['msg'][0].lower()}{err['msg'][1:]}"
+        msg += f" ({err['input']!r})" if " got " in msg else f", got {err['input']!r}"
+    path = _path(where, err["loc"])
+    return ConfigError(f"{path}: {msg}" if path else msg)
+
+
 def build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from plain data, naming the field path of any problem."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping with fields {', '.join(f.name for f in dataclasses.fields(cls))}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = set(data) - set(fields)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field {sorted(unknown)[0]!r}; known: {', '.join(fields)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where else name)
+    """Build dataclass `cls` from plain data, naming the field path of any problem. A plain (not pydantic)
+    dataclass is validated by pydantic too, its unknown fields and booleans-as-numbers refused here."""
+    if not pydantic.dataclasses.is_pydantic_dataclass(cls) and isinstance(data, dict):
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        for name, value in data.items():
+            if name not in known:
+                raise ConfigError(f"{where + ': ' if where else ''}unknown field {name!r}; known: {', '.join(known)}")
+            if hints[name] in (int, float) and isinstance(value, bool):
+                raise ConfigError(f"{_path(where, [name])}: expected a number, got {value!r}")
     try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where or 'config'}: {exc}") from exc
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        return _convert(hint, value, where)
-    if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)
-    if origin is tuple:
-        if isinstance(value, dict):  # a mapping of name -> fields, for named items
-            value = [{"name": k, **(v or {})} for k, v in value.items()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
-        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float) and isinstance(value, str):  # YAML 1.1 reads 3e-5 as a string; Python does not
-        try:
-            return hint(value.strip())
-        except ValueError:
-            pass
-    if hint in (int, float, str, bool) and not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
+        return TypeAdapter(cls).validate_python(data)
+    except ValidationError as exc:
+        raise config_error(exc, where) from None
 
 
 def parse_value(text: str) -> Any:

@@ -65,7 +65,7 @@ def test_no_train_refuses_a_missing_trained_judge_before_storing_anything(capsys
     (["export", "nope"], "no run named 'nope'"),
     (["judge", "eval", "nope"], "no trained judge"),
     (["judge", "train", "--preset", "nope"], "unknown judge preset 'nope'"),
-    (["judge", "train", "--set", "epochs=abc"], "epochs: expected int"),
+    (["judge", "train", "--set", "epochs=abc"], "epochs: input should be a valid integer"),
     (["judge", "train", "--set", "lr=3e-5", "--set", "epochs=0"], "epochs and batch_debates must be at least 1"),
     (["import", "nyu", "/nonexistent"], "does not exist"),
     (["bench", "engine", "--batch", "x"], "--batch 'x'"),

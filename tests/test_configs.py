@@ -255,3 +255,56 @@ def test_judge_spec_from_a_file_and_a_missing_file(tmp_path) -> None:
     assert (policy.backend, judge.name, judge.policy) == ("mock", "my-judge", "jj")
     with pytest.raises(ConfigError, match="does not exist.*embedded"):
         judge_spec(str(tmp_path / "missing.yaml"))
+
+
+def test_range_violation_names_the_field_and_the_bound() -> None:
+    data = _smoke()
+    data["entries"][1]["top_p"] = 1.5
+    with pytest.raises(ConfigError) as err:
+        load_tournament(data, "smoke")
+    msg = str(err.value)
+    assert msg.startswith("smoke: entries[1].top_p:") and "less than or equal to 1" in msg and "1.5" in msg
+
+
+def test_choice_error_lists_the_known_values() -> None:
+    data = _smoke()
+    data["judge"]["mode"] = "vibes"
+    with pytest.raises(ConfigError, match=r"judge\.mode: unknown value 'vibes'; known: 'logprob' or 'text'"):
+        load_tournament(data)
+    data = _smoke()
+    data["quotes"]["mode"] = "none"
+    with pytest.raises(ConfigError, match=r"quotes\.mode: unknown value 'none'; known: tags, tags\+recite"):
+        load_tournament(data)
+
+
+def test_named_items_errors_name_the_item() -> None:
+    data = _smoke()
+    data["policies"] = {"smollm": {"backend": "tgi"}, "judge": None}
+    with pytest.raises(ConfigError, match=r"policies\[0\]\.backend: unknown value 'tgi'; known: transformers"):
+        load_tournament(data)
+
+
+def test_direct_construction_is_validated_too() -> None:
+    from dataclasses import replace
+
+    from debate.configs import PolicyConfig, ProtocolConfig
+
+    with pytest.raises(ConfigError, match="PolicyConfig.backend: unknown value 'tgi'"):
+        PolicyConfig(name="p", backend="tgi")
+    with pytest.raises(ConfigError, match="ProtocolConfig.rounds: .*greater than or equal to 1"):
+        ProtocolConfig("debate", rounds=0)
+    with pytest.raises(ConfigError, match="EntryConfig: unknown field 'temprature'; known: name, policy"):
+        EntryConfig("x", "p", temprature=0.5)
+    with pytest.raises(ConfigError, match="PolicyConfig.threads"):
+        replace(PolicyConfig("p"), threads=-1)
+    with pytest.raises(ConfigError, match="entries: a debate tournament needs at least two entries"):
+        TournamentConfig(policies=(PolicyConfig("judge"),), entries=(EntryConfig("x", "judge"),))
+
+
+def test_bool_is_not_a_number_in_a_plain_dataclass_either() -> None:
+    from judges.presets import train_config
+
+    with pytest.raises(ConfigError, match="epochs: expected a number, got True"):
+        train_config(None, None, ["epochs=true"])
+    with pytest.raises(ConfigError, match="unknown field 'epoch'; known: name, base_model"):
+        train_config(None, None, ["epoch=2"])
