@@ -49,7 +49,7 @@ class AnsweredElsewhere(QueueError):
 
 
 @dataclass(frozen=True)
-class Judge:
+class JudgeAccount:
     name: str
     admin: bool
     revoked: bool
@@ -128,9 +128,9 @@ class HumanQueue:
                          (name, hash_token(token), int(admin), time.time()))
         return token
 
-    def judges(self) -> list[Judge]:
+    def judges(self) -> list[JudgeAccount]:
         rows = self.store.query("SELECT name, admin, revoked, created FROM judges ORDER BY created")
-        return [Judge(n, bool(a), bool(r), c) for n, a, r, c in rows]
+        return [JudgeAccount(n, bool(a), bool(r), c) for n, a, r, c in rows]
 
     def revoke(self, name: str) -> None:
         with self.store.transaction() as conn:
@@ -139,7 +139,7 @@ class HumanQueue:
             # their unfinished slots go back to the queue
             conn.execute("UPDATE slots SET status = 'open', judge = NULL, lease = NULL WHERE judge = ? AND status = 'assigned'", (name,))
 
-    def login(self, token: str) -> Optional[Judge]:
+    def login(self, token: str) -> Optional[JudgeAccount]:
         """The judge a token belongs to, or None for a wrong or revoked token."""
         if not token or len(token) > 200:
             return None
@@ -148,7 +148,7 @@ class HumanQueue:
         )
         if row is None or row[2]:
             return None
-        return Judge(row[0], bool(row[1]), False, row[3])
+        return JudgeAccount(row[0], bool(row[1]), False, row[3])
 
     # slots
     def enqueue(self, run: str, transcripts: Sequence[Transcript], judges_per_debate: int = 1, reveal: bool = False) -> int:

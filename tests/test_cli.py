@@ -62,7 +62,7 @@ def test_no_train_refuses_a_missing_trained_judge_before_storing_anything(capsys
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["export", "nope"], "no run named 'nope'"),
+    (["export", "nope"], "no results database"),
     (["judge", "eval", "nope"], "no trained judge"),
     (["judge", "train", "--preset", "nope"], "unknown judge preset 'nope'"),
     (["judge", "train", "--set", "epochs=abc"], "epochs: input should be a valid integer"),

@@ -30,7 +30,7 @@ def test_smoke_preset_loads() -> None:
     assert all(isinstance(e, EntryConfig) for e in cfg.entries) and len(cfg.entries) == 2
     assert cfg.entries[0].temperature == 0.3 and isinstance(cfg.entries[0].temperature, float)
     assert [p.name for p in cfg.protocols] == ["debate", "consultancy", "blind", "expert"]
-    assert cfg.protocols[0].word_limit == 50
+    assert cfg.protocols[0].word_limit == 36
     assert cfg.judge.policy == "judge" and cfg.policy("judge").num_cpus == 0.5
 
 

@@ -16,7 +16,7 @@ from typing import Optional
 
 import streamlit as st
 
-from judges.human_queue import HumanQueue, Judge
+from judges.human_queue import HumanQueue, JudgeAccount
 from debate.store import Store
 from ui.page_errors import shown_or_logged
 
@@ -47,7 +47,7 @@ def get_queue() -> HumanQueue:
     return _queue(results_folder())
 
 
-def current_user() -> Optional[Judge]:
+def current_user() -> Optional[JudgeAccount]:
     """The logged-in judge, re-checked against the store now; a revoked token logs the session out."""
     token = st.session_state.get("token")
     if not token:
@@ -64,7 +64,7 @@ def logout() -> None:
         st.session_state.pop(key, None)
 
 
-def require_user(admin: bool = False) -> Judge:
+def require_user(admin: bool = False) -> JudgeAccount:
     """The logged-in user, or stop the page with an error (admin pages: admins only)."""
     user = current_user()
     if user is None:
@@ -95,7 +95,7 @@ def login_form() -> None:
         st.rerun()
 
 
-def build_pages(user: Optional[Judge]) -> list:
+def build_pages(user: Optional[JudgeAccount]) -> list:
     """The pages this user's role may open, and no others: their titles and paths are sent to the browser
     (hidden entries too), so a visitor's list holds the login page only and a judge's the judging page."""
     if user is None:

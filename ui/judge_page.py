@@ -12,7 +12,7 @@ from typing import Optional
 
 import streamlit as st
 
-from judges.human_queue import AnsweredElsewhere, HumanQueue, Judge, QueueError, Slot
+from judges.human_queue import AnsweredElsewhere, HumanQueue, JudgeAccount, QueueError, Slot
 from judges.reasons import REASON_MAX_CHARS
 from debate.protocols import get_protocol
 from debate.records import Question, Transcript
@@ -100,7 +100,7 @@ def judge_page() -> None:
         _next_button("Load the next debate")
 
 
-def _stale(slot: Slot, user: Judge) -> Optional[str]:
+def _stale(slot: Slot, user: JudgeAccount) -> Optional[str]:
     """Why this session can no longer answer its debate, or None while it can."""
     mine = slot.judge == user.name and slot.lease == st.session_state.get("lease")
     if mine and slot.status == "assigned":
@@ -111,7 +111,7 @@ def _stale(slot: Slot, user: Judge) -> Optional[str]:
     return OUT_OF_DATE
 
 
-def _current_slot(queue: HumanQueue, user: Judge) -> Optional[Slot]:
+def _current_slot(queue: HumanQueue, user: JudgeAccount) -> Optional[Slot]:
     """The slot this session holds, or the judge's held slot / the next open one (stored in the session)."""
     slot_id = st.session_state.get("slot_id")
     if slot_id:
@@ -130,7 +130,7 @@ def _current_slot(queue: HumanQueue, user: Judge) -> Optional[Slot]:
     return slot
 
 
-def _render(store: Store, queue: HumanQueue, user: Judge, slot: Slot) -> None:
+def _render(store: Store, queue: HumanQueue, user: JudgeAccount, slot: Slot) -> None:
     t = load_transcript(store, slot.transcript_id)
     q = load_question(store, slot.run, t.question_id)
     order = slot.order
@@ -170,7 +170,7 @@ def _answered_elsewhere(queue: HumanQueue, slot: Slot, turn: int, order: int, pc
     st.rerun()
 
 
-def _belief_form(queue: HumanQueue, user: Judge, slot: Slot, turn: int, order: int) -> None:
+def _belief_form(queue: HumanQueue, user: JudgeAccount, slot: Slot, turn: int, order: int) -> None:
     with st.form(f"belief_form_{turn}"):
         pct = st.slider(f"After turn {turn + 1}: how likely is answer A correct? (%)", 1, 99, 50, key=f"belief_{turn}")
         submitted = st.form_submit_button("Give belief and see the next turn", key=f"belief_submit_{turn}")
@@ -189,7 +189,7 @@ def _belief_form(queue: HumanQueue, user: Judge, slot: Slot, turn: int, order: i
     st.rerun()
 
 
-def _final_form(queue: HumanQueue, user: Judge, slot: Slot, order: int, need: int) -> None:
+def _final_form(queue: HumanQueue, user: JudgeAccount, slot: Slot, order: int, need: int) -> None:
     """The final probability and the reason. Not a form, so that the counter under the reason follows the
     text each time the field is left; nothing is stored before the button is pressed."""
     st.subheader("Your verdict")
