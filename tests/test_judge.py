@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import pytest
 
