@@ -61,11 +61,12 @@ def resolved_config(cfg: TournamentConfig, policies: dict[str, Policy]) -> Tourn
     return replace(cfg, policies=tuple(out))
 
 
-def prepare_run(cfg: TournamentConfig, run: str, store: Store) -> tuple[list[Transcript], dict[str, Question]]:
-    """Save the config, the questions and the planned transcripts (idempotent)."""
+def prepare_run(cfg: TournamentConfig, run: str, store: Store, questions: Optional[list[Question]] = None,
+                ) -> tuple[list[Transcript], dict[str, Question]]:
+    """Save the config, the questions (loaded here unless given) and the planned transcripts (idempotent)."""
     store.add_run(RunInfo(name=run, kind="tournament", config=dump(cfg), created=time.time()))
     save_config(cfg, run, store)
-    questions = questions_of(cfg)
+    questions = questions_of(cfg) if questions is None else questions
     store.add_questions(run, questions)
     planned = round_robin(
         run, [e.name for e in cfg.entries], questions, list(protocols_of(cfg).values()), cfg.samples, cfg.quotes.mode
@@ -154,9 +155,9 @@ def run_tournament(
     """Run (or resume) a tournament and store everything; `policies` may be passed in (tests)."""
     start = time.perf_counter()
     needed = [cfg.policy(n) for n in sorted({e.policy for e in cfg.entries} | ({cfg.judge.policy} if cfg.judge.kind == "model" else set()))]
+    # loaded first: a bad question file is an error now, not after minutes of judge training
+    questions = questions_of(cfg)
     if policies is None:
-        if not resume:
-            questions_of(cfg)  # a bad question file is an error now, not after minutes of judge training
         for p in needed:  # before anything is stored: a refused or failed judge training leaves no run behind
             ensure_model(p.model, progress, train_judges)
     store = Store(cfg.results)
@@ -166,7 +167,7 @@ def run_tournament(
         store.run(run)  # a clear error when it does not exist
     else:
         run = run or new_run_name(cfg)
-    prepare_run(cfg, run, store)
+    prepare_run(cfg, run, store, questions)
     if policies is None:
         from debate.actors import start_policies
 

@@ -74,7 +74,7 @@ def bench_engine(batches: Sequence[int] = (16,), max_new_tokens: int = 48, model
     from debate.actors import start_policies
     from debate.backends.hf import pick_device
     from debate.embedded import resolve_model
-    from debate.precision import describe, serving_dtype
+    from debate.precision import describe, serving_dtype, synchronize
 
     loads = load_times(model)
     path = resolve_model(model)
@@ -100,7 +100,7 @@ def bench_engine(batches: Sequence[int] = (16,), max_new_tokens: int = 48, model
             for r in range(repeats):
                 t = time.perf_counter()
                 tokens_plain = _plain_generate(lm, tokenizer, messages, max_new_tokens)
-                _sync(device)
+                synchronize(device)
                 best_plain = max(best_plain, tokens_plain / (time.perf_counter() - t))
                 debates = _debates(batch, protocol)
                 engine = Engine(policies, [entry], prompts, QuoteRules("tags+recite"), store=store)
@@ -119,7 +119,3 @@ def bench_engine(batches: Sequence[int] = (16,), max_new_tokens: int = 48, model
             lines.append(line)
     return lines
 
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()

@@ -89,6 +89,12 @@ def judge_serving_dtype(model_path: str | Path | None, device: str) -> Optional[
     return (serving.get(device_type(device)) or {}).get("dtype") or "float32"
 
 
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that a timer around it measures it (a no-op on a CPU)."""
+    if device_type(device) == "cuda":
+        torch.cuda.synchronize()
+
+
 def describe() -> dict:
     """What this machine offers, for notes and benchmark lines."""
     out = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_native": cpu_bf16_native()}

@@ -18,7 +18,7 @@ def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: 
     only where native); the one-time cost of storing the batch's states is reported beside it (`lower_once_s`)."""
     from debate.backends.hf import TransformersBackend
     from debate.embedded import resolve_model
-    from debate.precision import autocast_dtype, describe, lower_dtype
+    from debate.precision import autocast_dtype, describe, lower_dtype, synchronize
     from debate.prompts import load_prompts
     from debate.synthetic import generate
     from judges.judge_data import templated
@@ -41,7 +41,7 @@ def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: 
         prefix = FrozenPrefix(scorer, train_layers, dtype=getattr(torch, low))  # as the preset stores them
         t = time.perf_counter()
         prefix.add(examples)
-        _sync(device)
+        synchronize(device)
         lower_s = time.perf_counter() - t
     m.train()
     optimizer = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-6)
@@ -72,7 +72,7 @@ def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: 
         for name, fn in (("plain", plain), ("step", ours)):
             t = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             times[name].append(time.perf_counter() - t)
     best = {k: min(v) for k, v in times.items()}
     line = {
@@ -87,7 +87,3 @@ def bench_judge_train(model: str = "embedded", batch_debates: int = 4, repeats: 
     print(json.dumps(line), flush=True)
     return line
 
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
