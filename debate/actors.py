@@ -150,3 +150,63 @@ def start_policies(policies: Sequence[PolicyConfig], ray_cfg: RayConfig) -> dict
         ensure_embedded()  # convert once in the driver, not in every actor at once
     start_ray(ray_cfg, sum(p.num_cpus for p in policies))
     return {p.name: RemotePolicy(p) for p in policies}
+
+
+class LearnerHandle:
+    """The driver's handle on a `LearnerServer`, in-process or in a Ray actor; `policy()` gives the views
+    the engine plays (the current weights, or the reference with `reference=True`)."""
+
+    def __init__(self, server: Any = None, actor: Any = None) -> None:
+        if (server is None) == (actor is None):
+            raise ValueError("LearnerHandle needs a server or an actor")
+        self.server, self.actor = server, actor
+        info = self.call("info")
+        self.context_length = info["context_length"]
+        self.device, self.dtype = info["device"], info["dtype"]
+
+    @classmethod
+    def remote(cls, cfg: PolicyConfig, train: Any) -> "LearnerHandle":
+        import ray
+
+        from debate.training.server import LearnerServer
+
+        actor_cls = ray.remote(LearnerServer).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_concurrency=1)
+        return cls(actor=actor_cls.remote(cfg, train))
+
+    def submit(self, method: str, *args: Any) -> Any:
+        if self.server is not None:
+            return Done(getattr(self.server, method)(*args))
+        return _RayFuture(getattr(self.actor, method).remote(*args))
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self.submit(method, *args).result()
+
+    def policy(self, name: str, reference: bool = False) -> "LearnerPolicy":
+        return LearnerPolicy(self, name, reference)
+
+    def close(self) -> None:
+        if self.actor is not None:
+            import ray
+
+            ray.kill(self.actor)
+
+
+class LearnerPolicy:
+    """A `Policy` view of a learner: generation from its current weights or from its reference."""
+
+    def __init__(self, handle: LearnerHandle, name: str, reference: bool) -> None:
+        self.handle, self.name, self.reference = handle, name, reference
+        self.context_length = handle.context_length
+        self.device, self.dtype = handle.device, handle.dtype
+
+    def submit_generate(self, requests: Sequence[GenRequest]) -> Any:
+        return self.handle.submit("generate", list(requests), self.reference)
+
+    def submit_score(self, requests: Sequence[ScoreRequest]) -> Any:
+        return self.handle.submit("score", list(requests))
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return self.handle.call("count_tokens", list(texts))
+
+    def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
+        return self.handle.call("truncate_tokens", list(texts), list(max_tokens))

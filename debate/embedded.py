@@ -80,10 +80,24 @@ def judge_dir(name: str) -> Path:
     return cache_root() / "judges" / name
 
 
+def debater_dir(name: str) -> Path:
+    """Where the debater NAME is stored: a warm start (`debate train` stage 1) or a training run's final policy."""
+    return cache_root() / "debaters" / name
+
+
 def resolve_model(name: str) -> Path:
-    """A model name from config: `embedded`, `judge:NAME` (a trained judge), or a local model folder."""
+    """A model name from config: `embedded`, `judge:NAME` (a trained judge), `debater:NAME` (a warm-started or
+    trained debater, NAME a warm start or a training run), or a local model folder."""
     if name in ("embedded", EMBEDDED_NAME):
         return ensure_embedded()
+    if name.startswith("debater:"):
+        folder = debater_dir(name.split(":", 1)[1]) / "model"
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"debater {name!r} is not in {folder.parent}; it is made by `debate train` (a warm start keeps its "
+                f"name, a training run's final policy is stored under the run's name)"
+            )
+        return folder
     if name.startswith("judge:"):
         folder = judge_dir(name.split(":", 1)[1]) / "model"
         if not (folder / "config.json").exists():

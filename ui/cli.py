@@ -55,11 +55,55 @@ def cmd_tournament(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from arenas.selfplay import run_training, stored_train_config
+    from arenas.train_report import format_train_report, plot_training
+    from debate.store import Store
+    from debate.training.config import train_config
+
+    start = time.perf_counter()
+    if args.from_run:
+        from arenas.selfplay_offline import offline_update
+
+        cfg = train_config(args.config, args.preset, _train_overrides(args))
+        print(offline_update(cfg, args.from_run, judge=args.judge, run=args.run, progress=not args.quiet))
+        return 0
+    if args.resume:
+        store = Store(args.results or "results")
+        cfg = replace(stored_train_config(store, args.resume), results=str(store.folder))
+        result = run_training(cfg, run=args.resume, resume=True, progress=not args.quiet)
+    else:
+        cfg = train_config(args.config, args.preset, _train_overrides(args))
+        result = run_training(cfg, run=args.run, progress=not args.quiet)
+    print(format_train_report(result.store, result.run))
+    png = plot_training(result.store, result.run, Path(cfg.results) / result.run / "training.png")
+    print(f"run {result.run}: wall time {time.perf_counter() - start:.1f} s; store {result.store.path}" + (f"; plot {png}" if png else ""))
+    return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.set or [])
+    if args.results:
+        overrides.append(f"results={args.results}")
+    if args.device:
+        overrides.append(f"device={args.device}")
+    return overrides
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from arenas.report import build_report, format_report, plot_accuracy
     from debate.store import Store
 
     store = Store(args.results, read_only=True)  # a read: creates no folder, file or table
+    if store.run(args.run).kind == "train":
+        from arenas.train_report import format_train_report, plot_training
+
+        print(format_train_report(store, args.run))
+        png = plot_training(store, args.run, Path(args.results) / args.run / "training.png")
+        print(f"plot: {png}" if png else "no plot: no iteration is complete yet")
+        return 0
     if store.run(args.run).kind == "import-nyu":
         from arenas.settings_report import format_settings, passage_lengths
 
@@ -98,6 +142,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         bench_engine(batches=_batch_sizes(args.batch or "16"), max_new_tokens=args.max_new_tokens, model=args.model,
                      repeats=args.repeats, device=args.device)
+    elif args.what == "train":
+        import json
+
+        from debate.training.bench import bench_train
+
+        for batch in _batch_sizes(args.batch or "8"):
+            print(json.dumps(bench_train(model_name=args.model, device=args.device, batch=batch, objective=args.objective,
+                                         repeats=args.repeats)), flush=True)
     else:
         from judges.bench import bench_judge_train
 
@@ -205,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks, printed as one JSON line with a ratio against a baseline")
-    b.add_argument("what", choices=["engine", "judge-train"])
+    b.add_argument("what", choices=["engine", "judge-train", "train"])
     b.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
     b.add_argument("--batch", help="batch sizes, comma-separated: engine prompts (default 16), judge-train debates a step "
                    "(default 4, each in both orders)")
@@ -215,10 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="judge-train: dtype of the stored lower-layer pass (auto: bfloat16 only where the hardware has it)")
     b.add_argument("--train-layers", type=int, default=6,
                    help="judge-train: train the top N layers on stored lower-layer states, as the embedded preset does (0: the whole model)")
+    b.add_argument("--objective", default="dpo", help="train: the objective whose update is timed (dpo, ipo, kto, reinforce, ppo)")
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--repeats", type=int, default=2)
     b.add_argument("--model", default="embedded")
     b.set_defaults(func=cmd_bench)
+    tr = sub.add_parser("train", help="train debaters by self-play on a judge's verdicts", description=(
+        "Warm-start the debater on templated speeches, fine-tune the reward model on its debates, then run "
+        "iterations of self-play rollouts, verdicts, rewards and updates with a held-out evaluation each "
+        "iteration; every iteration is checkpointed and `--resume RUN` continues after a kill."))
+    tr.add_argument("--config", help="a training YAML file")
+    tr.add_argument("--preset", help="a built-in preset (cpu-smoke, cpu-long, gpu)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. iterations=1 or objective=kto")
+    tr.add_argument("--resume", metavar="RUN", help="continue a stopped run from its last complete iteration")
+    tr.add_argument("--from-run", metavar="RUN", help="one offline update from a stored run's verdicts (a tournament, or people judging in the browser)")
+    tr.add_argument("--judge", help="--from-run: whose verdicts are the reward (default: every verdict of the run)")
+    tr.add_argument("--run", help="name of the new run (default: NAME-DATE-TIME)")
+    tr.add_argument("--results", help="results folder (default: results)")
+    tr.add_argument("--device", help="the learner's and judges' device: auto, cpu, cuda")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+    tr.set_defaults(func=cmd_train)
+
     j = sub.add_parser("judge", help="train and evaluate judges")
     jsub = j.add_subparsers(dest="judge_verb", required=True)
     jt = jsub.add_parser("train", help="train a judge (the reward model) on labelled debates", description=(
@@ -278,7 +347,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"debate {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; everything finished so far is stored. Resume with `debate tournament --resume RUN`.", file=sys.stderr)
+        verb = "train" if args.verb == "train" else "tournament"
+        print(f"\ninterrupted; everything finished so far is stored. Resume with `debate {verb} --resume RUN`.", file=sys.stderr)
         return 130
 
 

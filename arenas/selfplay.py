@@ -1,0 +1,242 @@
+"""Self-play training (`debate train`): warm start, reward model, then iterations of rollouts, verdicts in
+both orders, rewards, one update and a held-out evaluation, each iteration checkpointed and recorded.
+
+Iteration 0 evaluates the warm-started policy before any update. A run killed at any point resumes
+(`--resume RUN`) from the last complete iteration's checkpoint; the games it had already played and
+judged are read back from the store (stable ids), so nothing is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import yaml
+
+from debate.configs import ConfigError, PolicyConfig, dump
+from debate.prompts import load_prompts
+from debate.records import Question, RunInfo
+from debate.store import Store
+from debate.synthetic import generate
+from debate.training.config import TrainConfig, load_train_config
+from debate.training.iterations import iteration_rows, last_complete, record_iteration
+from debate.training.objectives import get_objective
+from debate.training import rewards as R
+from arenas.selfplay_eval import evaluate_iteration, hacking_signs
+from arenas.selfplay_games import CURRENT, START, plan_eval, plan_rollouts, play_and_judge, protocol_of, samples_of
+from judges.model_judge import ModelJudge
+
+TRAIN_JUDGE, HELDOUT_JUDGE = "reward-model", "heldout-judge"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: str
+    store: Store
+    seconds: float
+    rows: list[dict]
+
+
+def split_questions(cfg: TrainConfig) -> tuple[list[Question], list[Question]]:
+    """The training and held-out questions, checked disjoint (ids and passages)."""
+    train = generate(cfg.train_questions.n, cfg.train_questions.seed, cfg.difficulty, "train")
+    heldout = generate(cfg.heldout_questions.n, cfg.heldout_questions.seed, cfg.difficulty, "heldout")
+    if {q.id for q in train} & {q.id for q in heldout} or {q.passage for q in train} & {q.passage for q in heldout}:
+        raise ConfigError("train_questions and heldout_questions overlap; give them different seeds")
+    return train, heldout
+
+
+def checkpoint_dir(cfg: TrainConfig, run: str, iteration: int) -> Path:
+    return Path(cfg.results) / run / "checkpoints" / f"iteration-{iteration:04d}"
+
+
+@dataclass
+class Session:
+    """What a run's iterations share: the store, the questions, the learner and the judges."""
+
+    cfg: TrainConfig
+    run: str
+    store: Store
+    train_q: list[Question]
+    heldout_q: list[Question]
+    learner: Any  # debate.actors.LearnerHandle
+    judges: list[ModelJudge]  # the training judge first, then the held-out judge
+    progress: bool = True
+
+    @property
+    def questions(self) -> dict[str, Question]:
+        return {q.id: q for q in self.train_q + self.heldout_q}
+
+    @property
+    def policies(self) -> dict[str, Any]:
+        return {CURRENT: self.learner.policy(CURRENT), START: self.learner.policy(START, reference=True)}
+
+    def play(self, planned: Sequence[Any], judges: Sequence[ModelJudge]) -> list:
+        return play_and_judge(self.store, planned, self.questions, protocol_of(self.cfg), self.policies, self.cfg,
+                              judges, self.progress)
+
+
+def rewards_for(s: Session, games: Sequence[Any], samples: Sequence[Any]) -> tuple[list, dict]:
+    """Rewards from the training judge's verdicts (or the verifiable reward), with per-role baselines."""
+    verdicts = {v.transcript_id: v for v in s.store.verdicts(s.run, judge=s.judges[0].name)}
+    ids = {t.id for t in games}
+    failed = sum(1 for t, v in verdicts.items() if t in ids and v.p_answer0 is None)
+    if s.cfg.reward == "verifiable":
+        from debate.training.quote_stats import supporting_by_transcript
+
+        supported = supporting_by_transcript(games, s.questions)
+        correct = {t.id: s.questions[t.question_id].correct for t in games}
+        scored = R.verifiable_rewards(samples, supported, correct)
+    else:
+        p0 = {t: v.p_answer0 for t, v in verdicts.items() if t in ids}
+        scored = R.assign_rewards(samples, p0)
+    scored = R.with_baselines(scored)
+    honest = [x.reward for x in scored if x.side == s.questions[x.question_id].correct]
+    info = {"samples": len(scored), "dropped": len(samples) - len(scored), "verdicts_failed": failed,
+            "reward_honest": sum(honest) / len(honest) if honest else math.nan,
+            "abs_advantage": sum(abs(x.advantage) for x in scored) / len(scored) if scored else math.nan}
+    return scored, info
+
+
+def run_iteration(s: Session, it: int) -> dict:
+    """One iteration: rollouts, rewards and an update (it >= 1), then the held-out evaluation."""
+    cfg, t0 = s.cfg, time.perf_counter()
+    row: dict[str, Any] = {"objective": cfg.objective}
+    protocol = protocol_of(cfg)
+    if it > 0:
+        games = s.play(plan_rollouts(s.run, it, s.train_q, cfg.samples, protocol), s.judges[:1])
+        samples = samples_of(games, s.questions, protocol, lambda msgs: s.learner.call("render", msgs))
+        scored, info = rewards_for(s, games, samples)
+        row.update(info)
+        row["rollout_seconds"] = round(time.perf_counter() - t0, 1)
+        units = R.usable(get_objective(cfg.objective).kind, scored)
+        row["units"] = units
+        if units == 0:
+            row["skipped"] = "no usable training units: every verdict failed or tied, or no group had two rewards"
+        else:
+            update = s.learner.call("update", scored)
+            row.update({k: v for k, v in update.items() if k != "kl"})
+        row["update_seconds"] = round(time.perf_counter() - t0 - row["rollout_seconds"], 1)
+    t1 = time.perf_counter()
+    stored = s.play(plan_eval(s.run, it, s.heldout_q, protocol), s.judges)
+    eval_samples = samples_of([t for t in stored if "self" in t.tags], s.questions, protocol,
+                              lambda msgs: s.learner.call("render", msgs))
+    kl = s.learner.call("kl", eval_samples) if it > 0 else 0.0
+    verdicts = s.store.verdicts(s.run)
+    row.update(evaluate_iteration(stored, verdicts, s.questions, s.judges[0].name, s.judges[1].name, kl))
+    row["eval_seconds"] = round(time.perf_counter() - t1, 1)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def _announce(row: dict, it: int) -> None:
+    def fmt(key: str) -> str:
+        v = row.get(key)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        lo, hi = row.get(f"{key}_low"), row.get(f"{key}_high")
+        return f"{v:.3f} [{lo:.2f}, {hi:.2f}]" if lo is not None and not math.isnan(lo) else f"{v:.3f}"
+
+    extra = f", skipped: {row['skipped']}" if row.get("skipped") else ""
+    print(f"iteration {it}: judge accuracy {fmt('judge_accuracy')}, held-out judge {fmt('heldout_accuracy')}, "
+          f"vs start {fmt('versus_win_rate')}, honest supporting quotes {fmt('honest_supporting')}, "
+          f"KL {row.get('kl', math.nan):.3f}, {row['seconds']:.0f} s{extra}", flush=True)
+
+
+def run_iterations(s: Session) -> list[dict]:
+    """Iterations from the one after the last complete one to `cfg.iterations`, each checkpointed, then recorded."""
+    start = last_complete(s.store, s.run) + 1
+    if start > 0:
+        s.learner.call("load", str(checkpoint_dir(s.cfg, s.run, start - 1)))
+    for it in range(start, s.cfg.iterations + 1):
+        row = run_iteration(s, it)
+        s.learner.call("save", str(checkpoint_dir(s.cfg, s.run, it)), it, {"run": s.run})
+        record_iteration(s.store, s.run, it, row)  # after the checkpoint: the row marks the iteration complete
+        _announce(row, it)
+    from debate.embedded import debater_dir
+
+    final = s.learner.call("export", str(debater_dir(s.run) / "model"))
+    print(f"the trained debater is stored in {final}; play it in a tournament as `model: debater:{s.run}`", flush=True)
+    rows = iteration_rows(s.store, s.run)
+    for sign in hacking_signs(rows):
+        print(f"warning: {sign}")
+    return rows
+
+
+def stored_train_config(store: Store, run: str) -> TrainConfig:
+    info = store.run(run)
+    if info.kind != "train":
+        raise ConfigError(f"run {run} is a {info.kind} run, not a training run; resume it with `debate tournament --resume`")
+    return load_train_config(yaml.safe_load(info.config), source=f"run {run} (stored config)")
+
+
+def start_run(cfg: TrainConfig, run: Optional[str], resume: bool, store: Store) -> str:
+    if resume:
+        if run is None:
+            raise ValueError("resume needs the run name")
+        store.run(run)
+        return run
+    run = run or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    store.add_run(RunInfo(name=run, kind="train", config=dump(cfg), created=time.time()))
+    folder = Path(cfg.results) / run
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(dump(cfg))
+    return run
+
+
+def prepare(cfg: TrainConfig, progress: bool) -> tuple[Path, dict]:
+    """The cached stages: the trained judges it needs, the warm-started debater, the reward model."""
+    from arenas.tournament import ensure_model
+    from debate.training.warm_start import ensure_warm_start
+    from judges.reward_model import ensure_reward_model
+
+    for model in (cfg.reward_model.init, cfg.heldout_judge):
+        ensure_model(model, progress)
+    debater = ensure_warm_start(cfg, progress)
+    _, rm_stats = ensure_reward_model(cfg, debater, progress)
+    return debater, rm_stats
+
+
+def start_actors(cfg: TrainConfig, debater: Path) -> tuple[Any, list[Any]]:
+    """The learner (sharing its actor with the generating policy) and the two judges, as Ray actors."""
+    from debate.actors import LearnerHandle, RemotePolicy, start_ray
+
+    learner_cfg = PolicyConfig(CURRENT, model=str(debater), device=cfg.device, dtype="float32", threads=cfg.threads,
+                               max_batch=64, num_cpus=1.0)
+    judges = [PolicyConfig("reward-model", model=f"judge:{cfg.reward_model.name}", device=cfg.device, max_batch=64, num_cpus=0.5),
+              PolicyConfig("heldout-judge", model=cfg.heldout_judge, device=cfg.device, max_batch=64, num_cpus=0.5)]
+    start_ray(cfg.ray, 2.0)
+    if cfg.use_ray:
+        return LearnerHandle.remote(learner_cfg, cfg), [RemotePolicy(p) for p in judges]
+    from debate.actors import LocalPolicy, PolicyServer
+    from debate.training.server import LearnerServer
+
+    return LearnerHandle(server=LearnerServer(learner_cfg, cfg)), [LocalPolicy(PolicyServer(p)) for p in judges]
+
+
+def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = False, progress: bool = True,
+                 learner: Any = None, judge_policies: Optional[Sequence[Any]] = None) -> TrainResult:
+    """Run (or resume) self-play training; `learner` and `judge_policies` (training judge, held-out judge)
+    may be passed in, which skips the cached stages (tests)."""
+    t0 = time.perf_counter()
+    train_q, heldout_q = split_questions(cfg)
+    store = Store(cfg.results)
+    if resume:
+        store.run(run or "")  # a clear error before any model loads
+    stats: dict = {}
+    if learner is None:
+        debater, stats = prepare(cfg, progress)
+        learner, judge_policies = start_actors(cfg, debater)
+    run = start_run(cfg, run, resume, store)
+    if stats:
+        print(f"reward model on held-out debates of the warm-started debaters: {stats}", flush=True)
+    store.add_questions(run, train_q + heldout_q)
+    prompts = load_prompts("default")
+    assert judge_policies is not None and len(judge_policies) == 2
+    judges = [ModelJudge(name, p, prompts, "logprob", cfg.min_letter_mass)
+              for name, p in zip((TRAIN_JUDGE, HELDOUT_JUDGE), judge_policies)]
+    rows = run_iterations(Session(cfg, run, store, train_q, heldout_q, learner, judges, progress))
+    return TrainResult(run, store, time.perf_counter() - t0, rows)

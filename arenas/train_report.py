@@ -1,0 +1,85 @@
+"""The report of a training run: the per-iteration table and a plot of what moved."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from debate.store import Store
+from debate.training.iterations import iteration_rows
+from arenas.selfplay_eval import hacking_signs
+
+COLUMNS = {  # shown column -> metric (with its interval where it has one)
+    "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
+    "honest quotes": "honest_supporting", "invented": "dishonest_invented", "verified": "verified_rate",
+    "words": "mean_words", "KL": "kl", "reward (honest)": "reward_honest", "units": "units", "loss": "loss",
+    "seconds": "seconds",
+}
+PANELS = [("judge_accuracy", "training judge accuracy"), ("heldout_accuracy", "held-out judge accuracy"),
+          ("honest_supporting", "honest supporting-quote rate"), ("reward_honest", "mean reward, honest side"),
+          ("kl", "KL to the reference"), ("mean_words", "mean speech length (words)")]
+
+
+def iteration_frame(store: Store, run: str) -> pd.DataFrame:
+    """One row per iteration, every metric a column (Parquet-friendly)."""
+    return pd.DataFrame(iteration_rows(store, run))
+
+
+def _cell(row: pd.Series, key: str) -> str:
+    v = row.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if not isinstance(v, (int, float)):
+        return str(v)
+    lo, hi = row.get(f"{key}_low"), row.get(f"{key}_high")
+    if isinstance(lo, float) and isinstance(hi, float) and not math.isnan(lo):
+        return f"{v:.2f} [{lo:.2f},{hi:.2f}]"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def format_train_report(store: Store, run: str) -> str:
+    frame = iteration_frame(store, run)
+    if frame.empty:
+        return f"training run {run}: no iteration is complete yet"
+    table = pd.DataFrame({name: [_cell(r, key) for _, r in frame.iterrows()] for name, key in COLUMNS.items()},
+                         index=frame["iteration"].rename("iteration"))
+    lines = [f"training run {run}: {len(frame)} iterations recorded (0 = before any update); 95% Wilson intervals",
+             table.to_string()]
+    skipped = frame[frame["skipped"].notna()] if "skipped" in frame else frame.iloc[0:0]
+    for _, r in skipped.iterrows():
+        lines.append(f"iteration {r['iteration']}: update skipped ({r['skipped']})")
+    signs = hacking_signs(frame.to_dict("records"))
+    lines += [f"warning: {s}" for s in signs] or ["no sign of reward hacking between the first and the last iteration "
+                                                 "(training and held-out judges agree, length steady)"]
+    return "\n".join(lines)
+
+
+def plot_training(store: Store, run: str, path: Path) -> Optional[Path]:
+    """A PNG with the metrics a person watches for reward hacking, against iteration, with intervals."""
+    frame = iteration_frame(store, run)
+    if frame.empty:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    for ax, (key, title) in zip(axes.flat, PANELS):
+        if key in frame:
+            x, y = frame["iteration"], frame[key].astype(float)
+            ax.plot(x, y, marker="o")
+            if f"{key}_low" in frame:
+                ax.fill_between(x, frame[f"{key}_low"].astype(float), frame[f"{key}_high"].astype(float), alpha=0.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"training run {run}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Training debaters on verdicts: samples, rewards, objectives, the learner, the warm start."""

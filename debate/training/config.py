@@ -1,0 +1,137 @@
+"""The self-play training configuration (`debate train`): frozen, validated, loaded from YAML presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Optional, Sequence
+
+from pydantic import Field, model_validator
+
+from debate.configs import (
+    ConfigError, Float, Int, RayConfig, _config, _Fields, _one_of, apply_overrides, build, named_yaml, read_yaml,
+)
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def _objectives() -> list[str]:
+    from debate.training.objectives import OBJECTIVES
+
+    return list(OBJECTIVES)
+
+
+@_config
+class SplitConfig(_Fields):
+    """Synthetic questions of one split; splits differ by seed and are checked disjoint."""
+
+    n: Annotated[Int, Field(ge=1)] = 8
+    seed: Int = 0
+
+
+@_config
+class WarmStartConfig(_Fields):
+    """Supervised fine-tuning on templated speeches of both sides (quotes in tags), run once and cached."""
+
+    name: str = "embedded"  # cached under $DEBATE_CACHE/debaters/NAME; a policy names it as `debater:NAME`
+    questions: Annotated[Int, Field(ge=1)] = 100  # demonstrations: one honest and one dishonest speech each
+    seed: Int = 201
+    epochs: Annotated[Int, Field(ge=1)] = 1
+    lr: Annotated[Float, Field(gt=0)] = 5e-5
+    batch: Annotated[Int, Field(ge=1)] = 8
+    probe_questions: Annotated[Int, Field(ge=1)] = 8  # debates (x2 seatings) generated before and after, to measure quoting
+    probe_seed: Int = 202
+
+
+@_config
+class RewardModelConfig(_Fields):
+    """The judge whose verdicts are the reward: a trained judge fine-tuned further on the warm-started
+    debaters' own debates (labelled by the ground truth) as well as templated ones; cached."""
+
+    name: str = "rm-embedded"  # cached as judge:NAME
+    init: str = "judge:embedded"  # the judge it starts from (trained from its preset first if missing)
+    policy_questions: Annotated[Int, Field(ge=0)] = 32  # questions whose warm-started debates (x2 seatings) it trains on
+    templated_questions: Annotated[Int, Field(ge=0)] = 32
+    val_questions: Annotated[Int, Field(ge=1)] = 16
+    test_questions: Annotated[Int, Field(ge=1)] = 16  # held-out warm-started debates (x2) it is scored on before any update
+    train_layers: Annotated[Int, Field(ge=0)] = 6
+    epochs: Annotated[Int, Field(ge=1)] = 2
+    lr: Annotated[Float, Field(gt=0)] = 1e-4
+    batch_debates: Annotated[Int, Field(ge=1)] = 4
+    seed: Int = 301
+
+
+@_config
+class TrainConfig(_Fields):
+    """Self-play training of a debater on a judge's verdicts (see DESIGN.md, Training)."""
+
+    name: str = "train"
+    base_model: str = "embedded"  # the debater before the warm start
+    device: str = "auto"  # the learner's device; weights train in float32 on every device
+    threads: Annotated[Int, Field(ge=0)] = 0
+    objective: Annotated[str, _one_of(_objectives)] = "dpo"
+    beta: Annotated[Float, Field(gt=0, le=10)] = 0.1  # DPO/IPO/KTO temperature; REINFORCE/PPO: the KL leash
+    method: Literal["lora", "full"] = "lora"  # lora: the reference is the model with the adapter off
+    lora_r: Annotated[Int, Field(ge=1)] = 8
+    lora_alpha: Annotated[Int, Field(ge=1)] = 16
+    lr: Annotated[Float, Field(gt=0)] = 5e-5
+    batch: Annotated[Int, Field(ge=1)] = 8  # sequences per micro-batch of the update
+    epochs: Annotated[Int, Field(ge=1)] = 1  # passes over an iteration's samples
+    max_grad_norm: Annotated[Float, Field(ge=0)] = 1.0
+    ppo_clip: Annotated[Float, Field(gt=0, lt=1)] = 0.2
+    iterations: Annotated[Int, Field(ge=1)] = 2
+    samples: Annotated[Int, Field(ge=1)] = 2  # debates per question and side in each rollout
+    train_questions: SplitConfig = SplitConfig(n=8, seed=401)
+    heldout_questions: SplitConfig = SplitConfig(n=8, seed=402)
+    difficulty: str = "easy"
+    protocol: Literal["simultaneous", "debate"] = "simultaneous"
+    rounds: Annotated[Int, Field(ge=1)] = 1
+    word_limit: Annotated[Int, Field(ge=1)] = 36
+    max_new_tokens: Annotated[Int, Field(ge=1)] = 48
+    temperature: Annotated[Float, Field(ge=0)] = 1.0
+    top_p: Annotated[Float, Field(gt=0, le=1)] = 1.0
+    reward: Literal["judge", "verifiable"] = "judge"  # verifiable: +1 when the honest side's quote holds the deciding fact
+    heldout_judge: str = "judge:embedded"  # a second judge training never sees; scores the held-out debates too
+    min_letter_mass: Annotated[Float, Field(ge=0, lt=1)] = 1e-4
+    warm_start: WarmStartConfig = WarmStartConfig()
+    reward_model: RewardModelConfig = RewardModelConfig()
+    ray: RayConfig = RayConfig()
+    use_ray: bool = True  # the learner (with its generating policy) and the judges in Ray actors
+    seed: Int = 0
+    results: str = "results"
+
+    @model_validator(mode="after")
+    def _splits(self) -> TrainConfig:
+        if self.train_questions.seed == self.heldout_questions.seed:
+            raise ValueError("heldout_questions.seed: must differ from train_questions.seed (the splits would overlap)")
+        seeds = {self.warm_start.seed, self.warm_start.probe_seed, self.reward_model.seed}
+        if self.train_questions.seed in seeds or self.heldout_questions.seed in seeds:
+            raise ValueError("train_questions.seed and heldout_questions.seed: must differ from the warm start's and "
+                             "the reward model's seeds, so no training data is a held-out question")
+        if self.objective in ("dpo", "ipo") and self.samples < 2:
+            raise ValueError(f"samples: objective {self.objective} pairs the best and worst of several samples per "
+                             f"question and side; set samples >= 2")
+        return self
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_train_config(data: dict, source: str = "config") -> TrainConfig:
+    try:
+        return build(TrainConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def train_config(config: Optional[str], preset: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
+    """A training config from a file or a preset (default: cpu-smoke), with KEY=VALUE overrides."""
+    if config and preset:
+        raise ConfigError("give either --config or --preset, not both")
+    if config:
+        data, source = read_yaml(config), config
+    else:
+        name = preset or "cpu-smoke"
+        data, source = read_yaml(named_yaml(PRESET_DIR, name, "training preset")), f"training preset {name}"
+    apply_overrides(data, overrides, example="iterations=1")
+    return load_train_config(data, source)

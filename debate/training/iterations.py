@@ -1,0 +1,35 @@
+"""Per-iteration metrics of a training run, one row each, written after the iteration's checkpoint: a
+row marks the iteration complete, so `--resume` continues after the last one with a row."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+DDL = """
+CREATE TABLE IF NOT EXISTS train_iterations (
+  run TEXT NOT NULL, iteration INTEGER NOT NULL, metrics TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (run, iteration));
+"""
+
+
+def record_iteration(store: Any, run: str, iteration: int, metrics: dict) -> None:
+    store.ensure_tables(DDL)
+    with store.transaction() as conn:
+        conn.execute("INSERT OR REPLACE INTO train_iterations (run, iteration, metrics, created) VALUES (?, ?, ?, ?)",
+                     (run, iteration, json.dumps(metrics, default=float), time.time()))
+
+
+def iteration_rows(store: Any, run: str) -> list[dict]:
+    """The run's iterations in order, each {'iteration': k, **metrics}; [] when none is stored."""
+    if not store.has_table("train_iterations"):
+        return []
+    rows = store.query("SELECT iteration, metrics FROM train_iterations WHERE run = ? ORDER BY iteration", (run,))
+    return [{"iteration": k, **json.loads(m)} for k, m in rows]
+
+
+def last_complete(store: Any, run: str) -> int:
+    """The last complete iteration (0 is the evaluation before any update), or -1 when none is."""
+    rows = iteration_rows(store, run)
+    return rows[-1]["iteration"] if rows else -1

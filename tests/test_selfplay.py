@@ -1,0 +1,154 @@
+"""The self-play loop end to end on the tiny random model with scripted judges: iterations recorded and
+checkpointed, held-out questions never trained on, resume after a kill -9 loses and repeats nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from debate.configs import ConfigError, PolicyConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_cfg(results: Path, **over):
+    from debate.training.config import TrainConfig, SplitConfig
+
+    fields = dict(name="t", iterations=2, samples=2, train_questions=SplitConfig(n=3, seed=401),
+                  heldout_questions=SplitConfig(n=2, seed=402), max_new_tokens=12, word_limit=30, lr=5e-3, batch=4,
+                  use_ray=False, results=str(results), device="cpu")
+    fields.update(over)
+    return TrainConfig(**fields)
+
+
+def letters_from_length(messages):
+    """A scripted judge that prefers the answer whose speech is longer: verdicts vary with the speeches."""
+    text = messages[-1][1]
+    a = text.count("A:") + len(text.split("A:")[-1]) % 7
+    b = text.count("B:") + len(text.split("B:")[-1]) % 5
+    p = (1 + a) / (2 + a + b)
+    return p, 1 - p
+
+
+def handles(cfg, tiny_dir):
+    from debate.actors import LearnerHandle
+    from debate.backends.mock import mock_policy
+    from debate.training.server import LearnerServer
+
+    server = LearnerServer(PolicyConfig("current", model=str(tiny_dir), device="cpu", dtype="float32"), cfg)
+    judges = [mock_policy("rm", letters=letters_from_length), mock_policy("heldout")]
+    return LearnerHandle(server=server), judges
+
+
+def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir, monkeypatch):
+    from arenas.selfplay import run_training, split_questions
+    from arenas.train_report import format_train_report, plot_training
+
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg(tmp_path / "results")
+    learner, judges = handles(cfg, tiny_model_dir)
+    result = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
+    assert [r["iteration"] for r in result.rows] == [0, 1, 2]
+    for r in result.rows[1:]:
+        assert r["samples"] + r["dropped"] == 3 * 2 * 2, r  # questions x samples x two speeches
+        assert "judge_accuracy" in r and "heldout_accuracy_n" in r and r["kl"] == r["kl"]
+    assert result.rows[0]["kl"] == 0.0
+    train_q, heldout_q = split_questions(cfg)
+    transcripts = result.store.transcripts("r")
+    rollout_q = {t.question_id for t in transcripts if "rollout" in t.tags}
+    eval_q = {t.question_id for t in transcripts if "self" in t.tags}
+    assert rollout_q == {q.id for q in train_q} and eval_q == {q.id for q in heldout_q}
+    assert not rollout_q & eval_q
+    for it in range(3):
+        assert (tmp_path / "results" / "r" / "checkpoints" / f"iteration-{it:04d}").is_dir()
+    assert (tmp_path / "cache" / "debaters" / "r" / "model" / "config.json").exists()  # `model: debater:r`
+    text = format_train_report(result.store, "r")
+    assert "judge acc" in text and "held-out judge" in text
+    assert plot_training(result.store, "r", tmp_path / "t.png").stat().st_size > 0
+
+
+def test_overlapping_splits_and_bad_objective_are_config_errors(tmp_path):
+    from arenas.selfplay import split_questions
+    from debate.training.config import SplitConfig
+
+    with pytest.raises(ConfigError, match="heldout_questions.seed"):
+        tiny_cfg(tmp_path, heldout_questions=SplitConfig(n=2, seed=401))
+    with pytest.raises(ConfigError, match="known: dpo, ipo, kto, reinforce, ppo"):
+        tiny_cfg(tmp_path, objective="grpo")
+    with pytest.raises(ConfigError, match="beta"):
+        tiny_cfg(tmp_path, beta=-1)
+    assert split_questions(tiny_cfg(tmp_path))  # disjoint seeds: fine
+
+
+def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_dir, monkeypatch):
+    from arenas.selfplay import run_training
+
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg(tmp_path / "results", iterations=1)
+    learner, _ = handles(cfg, tiny_model_dir)
+    from debate.backends.mock import mock_policy
+
+    silent = mock_policy("rm", letters=lambda m: (0.0, 0.0))  # every verdict fails: no reward at all
+    result = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=[silent, mock_policy("h")])
+    row = result.rows[-1]
+    assert row["units"] == 0 and "no usable" in row["skipped"] and row["verdicts_failed"] == 3 * 2
+
+
+SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from tests.test_selfplay import tiny_cfg, handles
+from arenas.selfplay import run_training
+cfg = tiny_cfg(Path({results!r}), iterations=3)
+learner, judges = handles(cfg, Path({tiny!r}))
+run_training(cfg, run="r", resume={resume}, progress=False, learner=learner, judge_policies=judges)
+"""
+
+
+def _run(tmp_path, tiny_dir, results, resume):
+    env = {**os.environ, "DEBATE_CACHE": str(tmp_path / "cache")}
+    code = SCRIPT.format(root=str(ROOT), results=str(results), tiny=str(tiny_dir), resume=resume)
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, tiny_model_dir):
+    from debate.store import Store
+    from debate.training.iterations import iteration_rows
+
+    whole = tmp_path / "whole"
+    assert _run(tmp_path, tiny_model_dir, whole, False).wait(timeout=600) == 0
+    killed = tmp_path / "killed"
+    proc = _run(tmp_path, tiny_model_dir, killed, False)
+    deadline = time.time() + 600
+    # kill once iteration 1 is recorded and iteration 2's rollouts have started to be stored
+    while time.time() < deadline and proc.poll() is None:
+        if (killed / "debate.sqlite").exists():
+            store = Store(killed, read_only=True)
+            rows = iteration_rows(store, "r")
+            started = [t for t in store.transcripts("r") if "iteration-2" in t.tags and t.speeches]
+            if rows and rows[-1]["iteration"] >= 1 and started:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed mid-iteration"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _run(tmp_path, tiny_model_dir, killed, True).wait(timeout=600) == 0
+    a, b = Store(whole, read_only=True), Store(killed, read_only=True)
+    rows_a, rows_b = iteration_rows(a, "r"), iteration_rows(b, "r")
+    assert [r["iteration"] for r in rows_b] == [0, 1, 2, 3]
+    keys = ("judge_accuracy", "heldout_accuracy", "loss", "units", "samples", "mean_words")
+    assert [{k: r.get(k) for k in keys} for r in rows_a] == [{k: r.get(k) for k in keys} for r in rows_b]
+    ta, tb = a.transcripts("r"), b.transcripts("r")
+    assert sorted(t.id for t in ta) == sorted(t.id for t in tb)
+    assert [t.speeches for t in ta] == [t.speeches for t in tb]  # same text: nothing replayed differently
+    counts = Counter((v.transcript_id, v.judge) for v in b.verdicts("r"))
+    assert max(counts.values()) == 1
