@@ -1,0 +1,156 @@
+"""Our DPO, IPO and KTO against TRL's own trainers on the same model, tokens and reference.
+
+TRL computes these losses inside `DPOTrainer._compute_loss` / `KTOTrainer._compute_loss`, not as free
+functions, so each test builds a real trainer on the tiny random Llama (a policy perturbed away from
+its reference, so the log-ratios are not zero), takes one collated batch from TRL's own dataloader and
+calls TRL's `compute_loss` on it. Ours is then fed sequence log-ratios computed here, independently of
+TRL (plain forward, log_softmax, gather, sum over the completion mask), from the same model on the same
+tokens. Both the loss and its gradient on every parameter must agree.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+trl = pytest.importorskip("trl")
+datasets = pytest.importorskip("datasets")
+
+from debate.training.objectives import dpo, ipo, kto, kto_kl  # noqa: E402
+
+BETA = 0.3
+PREFS = [
+    {"prompt": "Answer: A", "chosen": " The red lantern", "rejected": " B A B"},
+    {"prompt": "Debater for A:", "chosen": " quote A", "rejected": " is in the cellar."},
+]
+LABELLED = [
+    {"prompt": "Answer: A", "completion": " The red lantern", "label": True},
+    {"prompt": "Debater for A:", "completion": " B A B", "label": False},
+    {"prompt": "The red", "completion": " lantern is in the cellar.", "label": True},
+    {"prompt": "Answer:", "completion": " B", "label": True},  # unbalanced: z does not cancel in the mean
+]
+
+
+@pytest.fixture()
+def models(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    return policy, ref, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def perturb(policy, ref, seed: int) -> None:
+    """Move the policy off the reference (in place) so that the log-ratios are not zero."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p, p_ref in zip(policy.parameters(), ref.parameters()):
+            p.copy_(p_ref + 0.05 * torch.randn(p.shape, generator=gen))
+
+
+def seq_logps(model, input_ids, attention_mask, completion_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log pi over each row's completion tokens, and their count (our own computation)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
+    token_logps = logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    mask = completion_mask[:, 1:].to(token_logps.dtype)
+    return (token_logps * mask).sum(-1), mask.sum(-1)
+
+
+def grads(model) -> list[torch.Tensor]:
+    out = [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def common_args(tmp_path) -> dict:
+    return dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, beta=BETA, report_to=[],
+                use_cpu=True, seed=0)
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_dpo_and_ipo_match_trl(models, tmp_path, loss_type):
+    from trl import DPOConfig, DPOTrainer
+
+    policy, ref, tok = models
+    perturb(policy, ref, seed=1)
+    args = DPOConfig(**common_args(tmp_path), loss_type=[loss_type])
+    trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(PREFS),
+                         processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))  # rows: [chosen..., rejected...]
+    model = trainer.model
+    model.zero_grad(set_to_none=True)
+    theirs = trainer.compute_loss(model, batch)
+    theirs.backward()
+    their_grads = grads(model)
+
+    logps, lengths = seq_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    with torch.no_grad():
+        ref_logps, _ = seq_logps(trainer.ref_model, batch["input_ids"], batch["attention_mask"],
+                                 batch["completion_mask"])
+    ratios = logps - ref_logps
+    assert ratios.abs().min() > 1e-3  # the comparison is not vacuous
+    chosen, rejected = ratios.chunk(2)
+    if loss_type == "sigmoid":
+        ours = dpo(chosen, rejected, BETA).mean()
+    else:  # TRL's IPO, like ours, compares log-ratios averaged over each completion's tokens
+        n_chosen, n_rejected = lengths.chunk(2)
+        ours = ipo(chosen / n_chosen, rejected / n_rejected, BETA).mean()
+    ours.backward()
+    our_grads = grads(model)
+
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    assert len(our_grads) == len(their_grads) > 0
+    for g_ours, g_theirs in zip(our_grads, their_grads):
+        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_kto_matches_trl(models, tmp_path):
+    from trl import KTOConfig, KTOTrainer
+
+    policy, ref, tok = models
+    args = KTOConfig(**common_args(tmp_path), loss_type="kto", desirable_weight=1.0, undesirable_weight=1.0)
+    trainer = KTOTrainer(model=policy, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(LABELLED),
+                         processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+
+    def kl_logratios() -> torch.Tensor:
+        with torch.no_grad():
+            kl_logps, _ = seq_logps(model, batch["KL_input_ids"], batch["KL_attention_mask"],
+                                    batch["KL_completion_mask"])
+            kl_ref, _ = seq_logps(trainer.ref_model, batch["KL_input_ids"], batch["KL_attention_mask"],
+                                  batch["KL_completion_mask"])
+        return kl_logps - kl_ref
+
+    # A random perturbation usually lowers log pi, so z would clamp to 0 on both sides and not be tested:
+    # take the first perturbation whose batch KL estimate is clearly positive.
+    for seed in range(50):
+        perturb(model, trainer.ref_model, seed)
+        if kto_kl(kl_logratios()) > 0.1:
+            break
+    else:
+        pytest.fail("no perturbation gave a positive KL estimate; the z term would go untested")
+    model.zero_grad(set_to_none=True)
+    theirs = trainer.compute_loss(model, batch)
+    theirs.backward()
+    their_grads = grads(model)
+
+    # z: TRL pairs each prompt with another example's completion (KL_* rows, built by TRL's collator) and
+    # takes the mean log-ratio over the batch, detached and clamped at 0, which is exactly our kto_kl.
+    with torch.no_grad():
+        ref_logps, _ = seq_logps(trainer.ref_model, batch["input_ids"], batch["attention_mask"],
+                                 batch["completion_mask"])
+    z = kto_kl(kl_logratios())
+    logps, _ = seq_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    # TRL concatenates desirable then undesirable losses and averages; the mean does not depend on order
+    ours = kto(logps - ref_logps, batch["label"], z, BETA).mean()
+    ours.backward()
+    our_grads = grads(model)
+
+    assert batch["label"].tolist() == [True, False, True, True]
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    assert len(our_grads) == len(their_grads) > 0
+    for g_ours, g_theirs in zip(our_grads, their_grads):
+        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+    ratios = (logps - ref_logps).detach()
+    assert (ratios > z).any() and (ratios < z).any()  # both sides of the reference point are exercised
