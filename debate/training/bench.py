@@ -1,0 +1,99 @@
+"""Benchmark of the learner's update against a plain forward + backward of the same model and tokens."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from debate.training.samples import Sample
+
+PROMPT_TOKENS = 300
+COMPLETION_TOKENS = 48
+WORDS = ("the passage says that the red lantern hangs in the cellar while the blue key rests under the stair "
+         "debater quote answer evidence because therefore however claim").split()
+
+
+def _text(tokenizer: Any, n_tokens: int, offset: int) -> str:
+    """Filler text of about n_tokens tokens (cut in token space, decoded back)."""
+    words = [WORDS[(offset + 7 * i) % len(WORDS)] for i in range(n_tokens * 2)]
+    ids = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"][:n_tokens]
+    return tokenizer.decode(ids)
+
+
+def synthetic_samples(backend: Any, batch: int) -> list[Sample]:
+    """`batch` samples in groups of two with rewards +1 and -1 (so DPO gets batch / 2 pairs): prompts of
+    about 300 tokens rendered with the chat template, 48-token completions."""
+    tok = backend.tokenizer
+    out = []
+    for i in range(batch):
+        q = i // 2
+        prompt = backend.render([("system", "You are a debater."), ("user", _text(tok, PROMPT_TOKENS - 20, q))])
+        reward = 1.0 if i % 2 == 0 else -1.0
+        out.append(Sample(key=f"bench-{i}", transcript_id=f"t{i}", question_id=f"q{q}", side=0, role="debater_a",
+                          turn=0, prompt=prompt, completion=_text(tok, COMPLETION_TOKENS, 3 * i + 1), reward=reward))
+    return out
+
+
+def _baseline_step(learner: Any, samples: list[Sample], optimizer: torch.optim.Optimizer) -> None:
+    """What any trainer pays: policy forward + backward (labels on the completion only), a no-grad
+    reference forward of the same tokens, an optimizer step."""
+    from debate.training.logprobs import encode_pairs
+
+    tok = learner.backend.tokenizer
+    rows, starts = encode_pairs(tok, [s.prompt for s in samples], [s.completion for s in samples])
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), tok.pad_token_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (r, p) in enumerate(zip(rows, starts)):
+        ids[i, : len(r)], attn[i, : len(r)] = torch.tensor(r), 1
+        labels[i, p : len(r)] = torch.tensor(r[p:])
+    ids, attn, labels = ids.to(learner.device), attn.to(learner.device), labels.to(learner.device)
+    model = learner.model
+    with torch.no_grad():
+        if learner.reference is not None:
+            learner.reference(input_ids=ids, attention_mask=attn)
+        else:
+            with model.disable_adapter():
+                model(input_ids=ids, attention_mask=attn)
+    loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def _time(fn: Any, device: str, repeats: int) -> float:
+    from debate.precision import synchronize
+
+    fn()  # warm-up: allocator, kernels, oneDNN primitives
+    synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_train(model_name: str = "embedded", device: str = "auto", batch: int = 8, objective: str = "dpo",
+                repeats: int = 2) -> dict:
+    """Seconds of one `Learner.update` on `batch` sequences vs the plain step above (best of `repeats`
+    after a warm-up); ratio = baseline_s / learner_s (1.0: the learner adds nothing)."""
+    from debate.backends.hf import TransformersBackend
+    from debate.embedded import resolve_model
+    from debate.training.config import TrainConfig
+    from debate.training.learner import Learner
+
+    backend = TransformersBackend(resolve_model(model_name), device=device, dtype="float32", name="bench")
+    cfg = TrainConfig(objective=objective, batch=batch, epochs=1, device=backend.device)
+    learner = Learner(backend, cfg)
+    samples = synthetic_samples(backend, batch)
+    learner_s = _time(lambda: learner.update(samples), backend.device, repeats)
+    optimizer = torch.optim.AdamW(learner.params, lr=cfg.lr)
+    baseline_s = _time(lambda: _baseline_step(learner, samples, optimizer), backend.device, repeats)
+    return {"bench": "train", "device": backend.device, "objective": objective, "batch": batch,
+            "learner_s": round(learner_s, 4), "baseline_s": round(baseline_s, 4), "ratio": baseline_s / learner_s,
+            "cpu": torch.backends.cpu.get_cpu_capability()}

@@ -1,0 +1,220 @@
+"""The learner: a debater's policy (LoRA adapter or full weights) updated on scored speeches.
+
+The backend keeps generating with the model being trained (with LoRA, `backend.model` becomes the PEFT
+model, so `generate` uses the current adapter); the reference is the same model with the adapter off,
+or a frozen copy when every weight trains. See DESIGN.md, Training.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from debate.training.config import TrainConfig
+from debate.training.logprobs import completion_logps, pad_rows, sequence_logratio, unpad_rows
+from debate.training.objectives import get_objective, kto_kl
+from debate.training.samples import Sample
+
+Tensor = torch.Tensor
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Learner:
+    """Holds the policy, its reference and its optimizer; `update` runs one iteration's training."""
+
+    def __init__(self, backend: Any, cfg: TrainConfig) -> None:
+        from debate.training.checkpoint import model_identity
+
+        self.backend, self.cfg = backend, cfg
+        self.objective = get_objective(cfg.objective)
+        model = backend.model
+        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()} - {"float32"})
+        if dtypes:
+            raise ValueError(f"the learner trains float32 master weights, but the backend's model holds {', '.join(dtypes)} "
+                             f"(AdamW on low-precision weights goes to NaN); load it with dtype='float32'")
+        self.device = next(model.parameters()).device
+        self.identity = model_identity(model)  # of the base model, before any adapter wraps it
+        self.reference: Any = None
+        if cfg.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            targets = [t for t in LORA_TARGETS if any(n.endswith(t) for n, _ in model.named_modules())]
+            model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets,
+                                                     lora_dropout=0.0))
+            backend.model = model
+        else:
+            self.reference = copy.deepcopy(model).requires_grad_(False).eval()
+        # eval mode throughout: nothing here uses dropout, and it keeps the policy's log-probs during an
+        # update equal to those of the model that sampled the speeches (PPO's first ratio is exactly 1)
+        self.model = model.eval()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr)
+        self.version = 0
+
+    # -- log-probabilities -------------------------------------------------------------------------
+
+    def _chunked(self, model: Any, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
+        rows: list[Tensor] = []
+        for k in range(0, len(samples), self.cfg.batch):
+            logp, mask = completion_logps(model, self.backend.tokenizer, samples[k : k + self.cfg.batch], self.device, grad=False)
+            rows.extend(unpad_rows(logp, mask))
+        return pad_rows(rows)
+
+    @torch.no_grad()
+    def reference_logps(self, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
+        """Per-token log ref(completion) and mask, no grad."""
+        if self.reference is not None:
+            return self._chunked(self.reference, samples)
+        with self.model.disable_adapter():
+            return self._chunked(self.model, samples)
+
+    def policy_logps(self, samples: Sequence[Sample], grad: bool) -> tuple[Tensor, Tensor]:
+        """Per-token log pi(completion) and mask; one batch when grad is on (the caller sizes it)."""
+        if grad:
+            return completion_logps(self.model, self.backend.tokenizer, samples, self.device, grad=True)
+        with torch.no_grad():
+            return self._chunked(self.model, samples)
+
+    def kl_to_reference(self, samples: Sequence[Sample]) -> float:
+        """Mean over samples of sum over completion tokens of log pi - log ref: a Monte Carlo KL estimate
+        on the policy's own speeches (exact in expectation only for speeches the current policy sampled)."""
+        if not samples:
+            return 0.0
+        logp, mask = self.policy_logps(samples, grad=False)
+        ref, _ = self.reference_logps(samples)
+        return float(sequence_logratio(logp, ref, mask, average=False).mean())
+
+    # -- updates -----------------------------------------------------------------------------------
+
+    def update(self, samples: Sequence[Sample]) -> dict:
+        """One iteration's training on scored samples, dispatched on the objective's kind."""
+        from debate.training import rewards  # written alongside; imported late so this module loads without it
+
+        kind = self.objective.kind
+        if kind == "pairs":
+            return self.train_pairs(rewards.best_worst_pairs(samples))
+        if kind == "labelled":
+            return self.train_labelled(rewards.kto_examples(samples))
+        return self.train_tokens(samples)
+
+    def train_pairs(self, pairs: Sequence[tuple[Sample, Sample]]) -> dict:
+        """DPO or IPO on (chosen, rejected) pairs; IPO averages each log-ratio per token, as TRL does."""
+        if not pairs:
+            return self._skip("no usable pairs (every group tied or had one sample)")
+        seqs = [c for c, _ in pairs] + [r for _, r in pairs]
+        refs = unpad_rows(*self.reference_logps(seqs))
+        n = len(pairs)
+        average = self.objective.name == "ipo"
+
+        def loss(chunk: list[int]) -> Tensor:
+            idx = chunk + [n + i for i in chunk]
+            logp, mask = self.policy_logps([seqs[i] for i in idx], grad=True)
+            r = sequence_logratio(logp, pad_rows([refs[i] for i in idx])[0], mask, average)
+            return self.objective.loss(r[: len(chunk)], r[len(chunk) :], self.cfg.beta).mean()
+
+        return self._run(n, max(1, self.cfg.batch // 2), loss, seqs, refs)
+
+    def train_labelled(self, examples: Sequence[tuple[Sample, bool]]) -> dict:
+        """KTO on speeches labelled desirable or not.
+
+        z comes from mismatched pairs within the micro-batch (each prompt with the next row's completion),
+        as in the KTO paper and TRL: the policy's log-ratio on text it was not conditioned to write
+        estimates the KL without rewarding the very speeches being trained on. Two extra no-grad
+        forwards per micro-batch pay for it. A micro-batch of one has no mismatch and uses its own
+        log-ratio (detached)."""
+        if not examples:
+            return self._skip("no usable examples (every advantage was zero)")
+        seqs = [s for s, _ in examples]
+        refs = unpad_rows(*self.reference_logps(seqs))
+
+        def loss(chunk: list[int]) -> Tensor:
+            batch = [seqs[i] for i in chunk]
+            logp, mask = self.policy_logps(batch, grad=True)
+            r = sequence_logratio(logp, pad_rows([refs[i] for i in chunk])[0], mask, average=False)
+            if len(batch) > 1:
+                mism = [replace(s, completion=batch[(j + 1) % len(batch)].completion) for j, s in enumerate(batch)]
+                mp, mm = self.policy_logps(mism, grad=False)
+                z = kto_kl(sequence_logratio(mp, self.reference_logps(mism)[0], mm, average=False))
+            else:
+                z = kto_kl(r)
+            desirable = torch.tensor([examples[i][1] for i in chunk], device=r.device)
+            return self.objective.loss(r, desirable, z, self.cfg.beta).mean()
+
+        return self._run(len(seqs), self.cfg.batch, loss, seqs, refs)
+
+    def train_tokens(self, samples: Sequence[Sample]) -> dict:
+        """REINFORCE or PPO-clip on per-token returns (KL leash + outcome reward - per-role baseline).
+        PPO's old log-probs are taken once before the epochs, so later epochs are clipped off-policy steps."""
+        if not any(s.advantage != 0 for s in samples):
+            return self._skip("no usable samples (every advantage was zero)")
+        seqs = list(samples)
+        refs = unpad_rows(*self.reference_logps(seqs))
+        olds = unpad_rows(*self.policy_logps(seqs, grad=False)) if self.objective.name == "ppo" else None
+
+        def loss(chunk: list[int]) -> Tensor:
+            batch = [seqs[i] for i in chunk]
+            logp, mask = self.policy_logps(batch, grad=True)
+            ref = pad_rows([refs[i] for i in chunk])[0]
+            outcome = torch.tensor([s.reward for s in batch], device=logp.device)
+            baseline = torch.tensor([s.baseline for s in batch], device=logp.device)
+            if olds is None:
+                return self.objective.loss(logp, ref, mask, outcome, baseline, self.cfg.beta)
+            old = pad_rows([olds[i] for i in chunk])[0]
+            return self.objective.loss(logp, old, ref, mask, outcome, baseline, self.cfg.beta, self.cfg.ppo_clip)
+
+        return self._run(len(seqs), self.cfg.batch, loss, seqs, refs)
+
+    def _run(self, n_units: int, per_batch: int, loss_fn: Callable[[list[int]], Tensor], seqs: Sequence[Sample],
+             refs: list[Tensor]) -> dict:
+        """cfg.epochs shuffled passes over units in micro-batches; one clipped optimizer step each. The KL
+        after the update is measured on the sequences trained on, reusing their reference log-probs."""
+        start = time.perf_counter()
+        losses = []
+        for _ in range(self.cfg.epochs):
+            order = torch.randperm(n_units).tolist()  # the global RNG, so a restored checkpoint replays it
+            for k in range(0, n_units, per_batch):
+                loss = loss_fn(order[k : k + per_batch])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if self.cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+                self.optimizer.step()
+                losses.append(float(loss.detach()))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.version += 1
+        return {"loss": sum(losses) / len(losses), "units": n_units, "steps": len(losses),
+                "kl": self._kl_cached(seqs, refs), "version": self.version, "seconds": time.perf_counter() - start}
+
+    def _kl_cached(self, seqs: Sequence[Sample], refs: list[Tensor]) -> float:
+        logp, mask = self.policy_logps(seqs, grad=False)
+        return float(sequence_logratio(logp, pad_rows(refs)[0], mask, average=False).mean())
+
+    def _skip(self, why: str) -> dict:
+        return {"skipped": why, "units": 0, "version": self.version}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def save(self, folder: Path, iteration: int, extra: dict | None = None) -> Path:
+        """A resumable checkpoint (see debate/training/checkpoint.py)."""
+        from debate.training.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, Path(folder), iteration, extra or {})
+
+    def load(self, folder: Path) -> dict:
+        """Restore a checkpoint made by `save`; returns its state (iteration, version, extra)."""
+        from debate.training.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, Path(folder))
+
+    def save_adapter(self, folder: Path) -> tuple[Path, int]:
+        """The current adapter (or full weights) for another process to load, with its version."""
+        from debate.training.checkpoint import save_weights
+
+        folder = Path(folder)
+        save_weights(self, folder)
+        return folder, self.version

@@ -1,0 +1,87 @@
+"""Per-token log-probabilities of speeches given their prompts, batched, for the learner's objectives."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from debate.training.samples import Sample
+
+Tensor = torch.Tensor
+
+
+def encode_pairs(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str]) -> tuple[list[list[int]], list[int]]:
+    """Token ids of prompt + completion + eos per row, and each row's prompt length.
+
+    Prompt and completion are tokenized separately (no special tokens added) so the boundary is exact:
+    a joint tokenization could merge the prompt's last characters with the speech's first ones. The eos
+    is scored too: the speech ended there, and the policy should learn when to stop."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no eos token; the learner scores the end of each speech with it")
+    p_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(list(completions), add_special_tokens=False)["input_ids"]
+    rows, starts = [], []
+    for i, (p, c) in enumerate(zip(p_ids, c_ids)):
+        if not p:
+            raise ValueError(f"sample {i}: the prompt is empty; a completion is scored given its prompt")
+        rows.append(list(p) + list(c) + [eos])
+        starts.append(len(p))
+    return rows, starts
+
+
+def completion_logps(model: Any, tokenizer: Any, samples: Sequence[Sample], device: str | torch.device,
+                     grad: bool) -> tuple[Tensor, Tensor]:
+    """log pi(token) of each sample's completion tokens (+ eos) given its prompt: ([B, T], mask [B, T]).
+
+    Rows are RIGHT padded so every token keeps the position ids it had unpadded (left padding shifts them
+    in models that number positions from the start of the tensor). Logits are computed only at the
+    positions that predict completion tokens (`logits_to_keep` as per-row positions), never over the
+    prompt: the prompt is most of the sequence and the vocabulary is wide."""
+    rows, starts = encode_pairs(tokenizer, [s.prompt for s in samples], [s.completion for s in samples])
+    B, L = len(rows), max(len(r) for r in rows)
+    T = max(len(r) - p for r, p in zip(rows, starts))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((B, L), pad, dtype=torch.long)
+    attn = torch.zeros((B, L), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        attn[i, : len(r)] = 1
+        mask[i, : len(r) - starts[i]] = True
+    start = torch.tensor(starts)[:, None]
+    steps = torch.arange(T)[None, :]
+    # position p - 1 predicts token p; padding positions are clamped in range and masked out
+    keep = (start - 1 + steps).clamp(max=L - 1)
+    targets = torch.gather(ids, 1, (start + steps).clamp(max=L - 1))
+    ids, attn, keep, targets, mask = (t.to(device) for t in (ids, attn, keep, targets, mask))
+    with torch.set_grad_enabled(grad):
+        logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=False).logits.float()
+        # log-softmax at the target only: the gathered logit minus the logsumexp, no [B, T, V] log-probs kept
+        picked = torch.gather(logits, 2, targets[..., None]).squeeze(-1)
+        logp = (picked - torch.logsumexp(logits, dim=-1)) * mask
+    return logp, mask
+
+
+def sequence_logratio(logp: Tensor, ref_logp: Tensor, mask: Tensor, average: bool) -> Tensor:
+    """Per-sequence log pi(y) - log ref(y): summed over completion tokens, or averaged per token."""
+    m = mask.to(logp.dtype)
+    total = ((logp - ref_logp) * m).sum(dim=1)
+    return total / m.sum(dim=1).clamp(min=1.0) if average else total
+
+
+def pad_rows(rows: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """1-D per-sample tensors right padded into [B, T] with their mask (cached log-probs re-batched)."""
+    T = max(len(r) for r in rows)
+    out = rows[0].new_zeros((len(rows), T))
+    mask = torch.zeros((len(rows), T), dtype=torch.bool, device=rows[0].device)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+        mask[i, : len(r)] = True
+    return out, mask
+
+
+def unpad_rows(values: Tensor, mask: Tensor) -> list[Tensor]:
+    """The inverse of `pad_rows`: each row's masked values (detached)."""
+    return [values[i, : int(mask[i].sum())].detach() for i in range(len(values))]

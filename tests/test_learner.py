@@ -1,0 +1,187 @@
+"""The learner on the tiny random Llama: log-probs, each objective's direction, skips, checkpoints, bench."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from debate.training.config import TrainConfig
+from debate.training.learner import Learner
+from debate.training.logprobs import completion_logps, sequence_logratio
+from debate.training.samples import Sample
+
+SPEECHES = ["The red lantern is in the cellar.", "Answer: B A B", "Debater for A: quote the cellar", "A B A B"]
+
+
+def _backend(folder):
+    from debate.backends.hf import TransformersBackend
+
+    return TransformersBackend(folder, device="cpu", dtype="float32", threads=1, name="tiny")
+
+
+def _learner(folder, **over) -> Learner:
+    torch.manual_seed(0)
+    cfg = dict(objective="dpo", lr=1e-2, batch=4, epochs=1, device="cpu", lora_r=4, lora_alpha=8)
+    cfg.update(over)
+    return Learner(_backend(folder), TrainConfig(**cfg))
+
+
+def _sample(backend, i: int, completion: str, reward: float = 0.0, q: str = "q0", baseline: float = 0.0) -> Sample:
+    prompt = backend.render([("system", "You argue."), ("user", f"Where is the lantern? {'A B ' * i}")])
+    return Sample(key=f"s{i}", transcript_id=f"t{i}", question_id=q, side=0, role="debater_a", turn=0,
+                  prompt=prompt, completion=completion, reward=reward, baseline=baseline)
+
+
+def _seq_logp(learner: Learner, samples) -> torch.Tensor:
+    logp, mask = learner.policy_logps(samples, grad=False)
+    return (logp * mask).sum(1)
+
+
+def _adapter(learner: Learner) -> dict:
+    return {n: p.detach().clone() for n, p in learner.model.named_parameters() if "lora_" in n}
+
+
+def test_completion_logps_match_unbatched(tiny_model_dir):
+    backend = _backend(tiny_model_dir)
+    samples = [_sample(backend, i, c) for i, c in enumerate(SPEECHES)]  # prompts and speeches of different lengths
+    logp, mask = completion_logps(backend.model, backend.tokenizer, samples, "cpu", grad=False)
+    tok = backend.tokenizer
+    for i, s in enumerate(samples):
+        p = tok(s.prompt, add_special_tokens=False)["input_ids"]
+        c = tok(s.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        with torch.no_grad():
+            full = torch.log_softmax(backend.model(input_ids=torch.tensor([p + c])).logits[0].float(), -1)
+        direct = torch.stack([full[len(p) - 1 + t, c[t]] for t in range(len(c))])
+        assert int(mask[i].sum()) == len(c)
+        torch.testing.assert_close(logp[i, : len(c)], direct, atol=1e-5, rtol=1e-5)
+        assert torch.all(logp[i, len(c) :] == 0)
+    r = sequence_logratio(logp, torch.zeros_like(logp), mask, average=True)
+    torch.testing.assert_close(r, (logp * mask).sum(1) / mask.sum(1))
+
+
+def test_rejects_low_precision_weights(tiny_model_dir):
+    backend = _backend(tiny_model_dir)
+    backend.model.to(torch.bfloat16)
+    with pytest.raises(ValueError, match="float32"):
+        Learner(backend, TrainConfig(device="cpu"))
+
+
+def test_dpo_update_raises_margin_and_keeps_reference(tiny_model_dir):
+    learner = _learner(tiny_model_dir, epochs=4)
+    b = learner.backend
+    assert b.model is learner.model  # the backend generates with the adapter being trained
+    chosen, rejected = _sample(b, 0, SPEECHES[0], 1.0), _sample(b, 1, SPEECHES[1], -1.0)
+    assert learner.kl_to_reference([chosen, rejected]) == pytest.approx(0.0, abs=1e-6)
+    ref_before = learner.reference_logps([chosen, rejected])[0]
+    before_w, before = _adapter(learner), _seq_logp(learner, [chosen, rejected])
+    out = learner.update([chosen, rejected])
+    assert out["units"] == 1 and out["version"] == learner.version == 1 and out["steps"] == 4
+    after = _seq_logp(learner, [chosen, rejected])
+    assert (after[0] - after[1]) - (before[0] - before[1]) > 0.5
+    assert any(not torch.equal(before_w[n], p) for n, p in _adapter(learner).items())
+    torch.testing.assert_close(learner.reference_logps([chosen, rejected])[0], ref_before)
+    assert out["kl"] != 0.0
+
+
+@pytest.mark.parametrize("objective", ["kto", "reinforce", "ppo"])
+def test_objectives_follow_the_advantage(tiny_model_dir, objective):
+    learner = _learner(tiny_model_dir, objective=objective, epochs=3, beta=0.5)
+    b = learner.backend
+    good = _sample(b, 0, SPEECHES[0], reward=1.0)
+    bad = _sample(b, 1, SPEECHES[1], reward=-1.0)
+    other = _sample(b, 2, SPEECHES[2], reward=0.5, q="q1")
+    samples = [good, bad, other]
+    before = _seq_logp(learner, samples)
+    out = learner.update(samples)
+    assert "skipped" not in out and out["units"] == 3
+    delta = _seq_logp(learner, samples) - before
+    assert delta[0] > 0.1 and delta[1] < -0.1 and delta[2] > 0
+
+
+@pytest.mark.parametrize("objective", ["dpo", "kto", "reinforce"])
+def test_all_ties_skip_without_touching_weights(tiny_model_dir, objective):
+    learner = _learner(tiny_model_dir, objective=objective)
+    b = learner.backend
+    samples = [_sample(b, i, SPEECHES[i], reward=0.5, baseline=0.5) for i in range(3)]
+    weights = {n: p.detach().clone() for n, p in learner.model.named_parameters()}
+    out = learner.update(samples)
+    assert "skipped" in out and out["units"] == 0 and learner.version == 0
+    assert all(torch.equal(weights[n], p) for n, p in learner.model.named_parameters())
+    assert not learner.optimizer.state
+
+
+def test_save_load_round_trip(tiny_model_dir, tmp_path):
+    learner = _learner(tiny_model_dir)
+    b = learner.backend
+    samples = [_sample(b, 0, SPEECHES[0], 1.0), _sample(b, 1, SPEECHES[1], -1.0)]
+    learner.update(samples)
+    folder = learner.save(tmp_path / "ckpt", iteration=3, extra={"warm_start": "/some/folder"})
+    learner.update(samples)  # a second save over the first replaces it whole
+    learner.save(folder, iteration=4, extra={"warm_start": "/some/folder"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    expected = (torch.rand(3), random.random())
+    weights = _adapter(learner)
+    moments = [s["exp_avg"].clone() for s in learner.optimizer.state.values()]
+
+    other = _learner(tiny_model_dir)
+    torch.rand(5), random.random()  # move the RNGs on: load must put them back
+    state = other.load(folder)
+    assert (torch.rand(3), random.random()) == (pytest.approx(expected[0]), expected[1])
+    assert state["iteration"] == 4 and state["version"] == other.version == 2
+    assert state["extra"] == {"warm_start": "/some/folder"}
+    for n, p in _adapter(other).items():
+        assert torch.equal(p, weights[n])
+    for m, s in zip(moments, other.optimizer.state.values()):
+        assert torch.equal(m, s["exp_avg"])
+    torch.testing.assert_close(_seq_logp(other, samples), _seq_logp(learner, samples))
+    path, version = other.save_adapter(tmp_path / "adapter")
+    assert version == 2 and (path / "adapter_config.json").exists()
+
+
+def test_load_refuses_another_base_model(tiny_model_dir, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from debate.backends.hf import TransformersBackend
+
+    learner = _learner(tiny_model_dir)
+    folder = learner.save(tmp_path / "ckpt", iteration=0, extra={})
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.hidden_size, config.intermediate_size = 48, 96
+    torch.manual_seed(1)
+    different = AutoModelForCausalLM.from_config(config)
+    backend = TransformersBackend(tiny_model_dir, device="cpu", dtype="float32", threads=1, model=different,
+                                  tokenizer=_backend(tiny_model_dir).tokenizer)
+    other = Learner(backend, TrainConfig(objective="dpo", device="cpu"))
+    with pytest.raises(ValueError, match="ckpt.*another base model"):
+        other.load(folder)
+
+
+def test_full_method_round_trip(tiny_model_dir, tmp_path):
+    learner = _learner(tiny_model_dir, method="full", lr=1e-3)
+    b = learner.backend
+    samples = [_sample(b, 0, SPEECHES[0], 1.0), _sample(b, 1, SPEECHES[1], -1.0)]
+    ref = learner.reference_logps(samples)[0]
+    learner.update(samples)
+    torch.testing.assert_close(learner.reference_logps(samples)[0], ref)  # the frozen copy did not move
+    folder = learner.save(tmp_path / "full", iteration=1, extra={})
+    other = _learner(tiny_model_dir, method="full", lr=1e-3)
+    other.load(folder)
+    torch.testing.assert_close(_seq_logp(other, samples), _seq_logp(learner, samples))
+
+
+def test_bench_train_on_tiny_model(tiny_model_dir):
+    from debate.training.bench import bench_train
+
+    out = bench_train(str(tiny_model_dir), device="cpu", batch=4, objective="dpo", repeats=1)
+    assert out["bench"] == "train" and out["device"] == "cpu" and out["batch"] == 4
+    assert out["ratio"] > 0 and out["learner_s"] > 0 and out["baseline_s"] > 0
+
+
+def test_load_survives_a_kill_between_renames(tiny_model_dir, tmp_path):
+    learner = _learner(tiny_model_dir)
+    folder = learner.save(tmp_path / "ckpt", iteration=5, extra={})
+    folder.rename(tmp_path / ".ckpt.old")  # what a kill after moving the old one aside leaves
+    (tmp_path / ".ckpt.tmp-1").mkdir()  # and a half-written new one, ignored
+    assert _learner(tiny_model_dir).load(folder)["iteration"] == 5
