@@ -187,15 +187,21 @@ def start_run(cfg: TrainConfig, run: Optional[str], resume: bool, store: Store) 
     return run
 
 
+def prepare_debater(cfg: TrainConfig, progress: bool) -> Path:
+    """The warm-started debater (trained once, then cached)."""
+    from debate.training.warm_start import ensure_warm_start
+
+    return ensure_warm_start(cfg, progress)
+
+
 def prepare(cfg: TrainConfig, progress: bool) -> tuple[Path, dict]:
     """The cached stages: the trained judges it needs, the warm-started debater, the reward model."""
     from arenas.tournament import ensure_model
-    from debate.training.warm_start import ensure_warm_start
     from judges.reward_model import ensure_reward_model
 
     for model in (cfg.reward_model.init, cfg.heldout_judge):
         ensure_model(model, progress)
-    debater = ensure_warm_start(cfg, progress)
+    debater = prepare_debater(cfg, progress)
     _, rm_stats = ensure_reward_model(cfg, debater, progress)
     return debater, rm_stats
 

@@ -5,7 +5,7 @@ judged by every judge, and turned into training samples."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from debate.configs import EntryConfig
 from debate.engine import Debate, Engine
@@ -90,34 +90,42 @@ def _step_of(protocol: Protocol) -> list[int]:
     return [k for k, step in enumerate(steps(protocol)) for _ in step]
 
 
-def speech_prompts(transcripts: Sequence[Transcript], questions: Mapping[str, Question], protocol: Protocol,
-                   entry: str = CURRENT) -> list[tuple[Transcript, Any, Any]]:
-    """(transcript, speech, messages) for each speech `entry` gave, with the messages the engine sent for it.
-    Games whose passage was cut to fit the context are left out: their prompt cannot be rebuilt exactly."""
+def speech_prompts(transcripts: Sequence[Transcript], questions: Mapping[str, Question],
+                   protocol: Union[Protocol, Callable[[Transcript], Protocol]], entry: Optional[str] = CURRENT,
+                   style: Callable[[str], str] = lambda entry: "default") -> list[tuple[Transcript, Any, Any]]:
+    """(transcript, speech, messages) for each speech `entry` gave (every speech with entry None), with the
+    messages the engine sent for it: the transcript's protocol (one, or per transcript) and the entry's
+    prompt style. Games whose passage was cut to fit the context are left out: their prompt cannot be
+    rebuilt exactly."""
     prompts = load_prompts("default")
-    step_of = _step_of(protocol)
     out = []
     for t in transcripts:
         if t.status != "complete" or any("truncated" in w for w in t.warnings):
             continue
+        rules = protocol(t) if callable(protocol) else protocol
+        step_of = _step_of(rules)
         q = questions[t.question_id]
         for s in t.speeches:
-            if s.entry != entry:
+            if (entry is not None and s.entry != entry) or s.index >= len(step_of):
                 continue
-            history = t.speeches[: visible_count(protocol, step_of[s.index])]
-            msgs = debater_messages(prompts, "default", protocol, q, q.passage or "", s.side, history)
+            history = t.speeches[: visible_count(rules, step_of[s.index])]
+            msgs = debater_messages(prompts, style(s.entry), rules, q, q.passage or "", s.side, history)
             out.append((t, s, msgs))
     return out
 
 
-def samples_of(transcripts: Sequence[Transcript], questions: Mapping[str, Question], protocol: Protocol,
-               render: Any, entry: str = CURRENT) -> list[Sample]:
-    """Training samples (reward not yet set) from the speeches `entry` gave; `render` turns a list of
-    messages into prompt texts on the learner's tokenizer (one call)."""
-    found = speech_prompts(transcripts, questions, protocol, entry)
+def samples_from(found: Sequence[tuple[Transcript, Any, Any]], render: Any) -> list[Sample]:
+    """Training samples (reward not yet set) from `speech_prompts`' output; `render` turns a list of messages
+    into prompt texts on the learner's tokenizer (one call)."""
     texts = render([m for _, _, m in found]) if found else []
     return [
         Sample(key=f"{t.id}:{s.index}", transcript_id=t.id, question_id=t.question_id, side=s.side, role=s.role,
                turn=s.turn, prompt=text, completion=s.text)
         for (t, s, _), text in zip(found, texts)
     ]
+
+
+def samples_of(transcripts: Sequence[Transcript], questions: Mapping[str, Question], protocol: Protocol,
+               render: Any, entry: str = CURRENT) -> list[Sample]:
+    """Training samples from the speeches `entry` gave in self-play games."""
+    return samples_from(speech_prompts(transcripts, questions, protocol, entry), render)

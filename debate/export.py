@@ -44,13 +44,19 @@ def tables(store: Store, run: str) -> dict[str, pd.DataFrame]:
         d["p_orders"] = json.dumps(d["p_orders"])
         d["beliefs"] = json.dumps(d["beliefs"])
         verdicts.append(d)
-    return {
+    out = {
         "questions": pd.DataFrame(questions),
         "transcripts": pd.DataFrame(transcripts),
         "speeches": pd.DataFrame(speeches),
         "quotes": pd.DataFrame(quotes),
         "verdicts": pd.DataFrame(verdicts),
     }
+    from debate.training.iterations import iteration_rows
+
+    rows = iteration_rows(store, run)
+    if rows:  # a training run: one row per iteration, every metric a column
+        out["iterations"] = pd.DataFrame([{"run": run, **r} for r in rows])
+    return out
 
 
 def export_run(store: Store, run: str, out: Path, fmt: str = "parquet") -> list[Path]:

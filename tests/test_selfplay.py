@@ -152,3 +152,34 @@ def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, ti
     assert [t.speeches for t in ta] == [t.speeches for t in tb]  # same text: nothing replayed differently
     counts = Counter((v.transcript_id, v.judge) for v in b.verdicts("r"))
     assert max(counts.values()) == 1
+
+
+def test_offline_update_from_a_tournaments_verdicts_and_from_peoples(tmp_path, tiny_model_dir, tiny_policy, monkeypatch):
+    from dataclasses import replace
+
+    from arenas.selfplay_offline import offline_update
+    from arenas.tournament import run_tournament
+    from debate.configs import load_tournament
+    from debate.training.iterations import iteration_rows
+    from tests.conftest import tiny_config
+
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    results = tmp_path / "results"
+    t_cfg = load_tournament(tiny_config(tiny_model_dir, results, n=2, samples=2))
+    played = run_tournament(t_cfg, run="t", progress=False, policies={"p": tiny_policy, "j": tiny_policy})
+    cfg = tiny_cfg(results, objective="kto")
+    learner, _ = handles(cfg, tiny_model_dir)
+    before = {k: v.clone() for k, v in learner.server.learner.model.named_parameters() if v.requires_grad}
+    line = offline_update(cfg, "t", run="off", learner=learner, progress=False)
+    row = iteration_rows(played.store, "off")[0]
+    assert row["source_run"] == "t" and row["units"] > 0 and "loss" in row, row
+    assert "debater:off" in line
+    after = dict(learner.server.learner.model.named_parameters())
+    assert any(not (after[k] == v).all() for k, v in before.items())  # the adapter moved
+    # people's verdicts as the reward: rows from a human judge, chosen with --judge
+    people = [replace(v, id=v.id + "-alice", judge="alice") for v in played.store.verdicts("t") if v.p_answer0 is not None]
+    played.store.add_verdicts(people)
+    line = offline_update(cfg, "t", judge="alice", run="off-people", learner=learner, progress=False)
+    assert iteration_rows(played.store, "off-people")[0]["judge"] == "alice"
+    with pytest.raises(ConfigError, match="no usable verdict from judge 'bob'"):
+        offline_update(cfg, "t", judge="bob", run="off-bob", learner=learner, progress=False)
