@@ -59,6 +59,7 @@ class JudgeTrainConfig:
     generated_train: int = 16  # questions whose debates the base model's debaters generate (x2 seatings)
     generated_test: int = 16
     debater_max_new_tokens: int = 40
+    debater_model: str = ""  # the model whose debaters write the generated debates ("": the base model)
     train_seed: int = 101  # question seeds: train, validation and test sets are disjoint by seed
     val_seed: int = 102
     test_seed: int = 103
@@ -216,7 +217,13 @@ def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, li
 
     sets = split_questions(cfg)
     train_q = sets["train"]
-    policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.base_model), backend=base))
+    if cfg.debater_model:
+        from debate.backends.hf import TransformersBackend
+
+        debater = TransformersBackend(resolve_model(cfg.debater_model), device=cfg.device, threads=cfg.threads or None, name="debater")
+        policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.debater_model), backend=debater))
+    else:
+        policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.base_model), backend=base))
     gen_train = generate_debates(train_q[cfg.train_questions :], policy, cfg.debater_max_new_tokens, cfg.seed, progress)
     return {"train": templated(train_q[: cfg.train_questions], cfg.seed) + gen_train, "val": templated(sets["val"], cfg.seed)}
 
@@ -233,12 +240,14 @@ def resolved_precision(cfg: JudgeTrainConfig, device: str) -> dict:
     }
 
 
-def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path] = None, base: Any = None) -> Path:
+def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path] = None, base: Any = None,
+                data: Optional[dict[str, list[Example]]] = None) -> Path:
     """Train and store a judge; returns its folder (model/, judge.json, generated test debates).
 
     Weights train in float32 on every device (bfloat16 weights under AdamW went to NaN on CUDA); at the
     end the whole model is checked in the dtype it will be served in, and a judge that would fail
-    verdicts there raises `JudgeTrainingFailed` instead of being stored."""
+    verdicts there raises `JudgeTrainingFailed` instead of being stored. `data` ({"train": [...], "val": [...]})
+    replaces the examples `build_data` would make (the reward model brings its own)."""
     from debate.backends.hf import TransformersBackend
 
     start = time.perf_counter()
@@ -246,7 +255,7 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
     base = base or TransformersBackend(resolve_model(cfg.base_model), device=cfg.device, dtype="float32",
                                        threads=cfg.threads or None, name="judge")
     precision = resolved_precision(cfg, str(base.model.device))
-    data = build_data(cfg, base, progress)
+    data = data if data is not None else build_data(cfg, base, progress)
     scorer = LetterScorer(base, load_prompts("default"))
     model = base.model
     prefix = None

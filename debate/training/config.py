@@ -35,8 +35,9 @@ class WarmStartConfig(_Fields):
     name: str = "embedded"  # cached under $DEBATE_CACHE/debaters/NAME; a policy names it as `debater:NAME`
     questions: Annotated[Int, Field(ge=1)] = 100  # demonstrations: one honest and one dishonest speech each
     seed: Int = 201
+    method: Literal["full", "lora"] = "full"  # lora (merged after) barely moved the model at the rates tried
     epochs: Annotated[Int, Field(ge=1)] = 1
-    lr: Annotated[Float, Field(gt=0)] = 5e-5
+    lr: Annotated[Float, Field(gt=0)] = 1e-4
     batch: Annotated[Int, Field(ge=1)] = 8
     probe_questions: Annotated[Int, Field(ge=1)] = 8  # debates (x2 seatings) generated before and after, to measure quoting
     probe_seed: Int = 202
@@ -103,10 +104,12 @@ class TrainConfig(_Fields):
     def _splits(self) -> TrainConfig:
         if self.train_questions.seed == self.heldout_questions.seed:
             raise ValueError("heldout_questions.seed: must differ from train_questions.seed (the splits would overlap)")
-        seeds = {self.warm_start.seed, self.warm_start.probe_seed, self.reward_model.seed}
+        rm = self.reward_model.seed
+        seeds = {self.warm_start.seed, self.warm_start.probe_seed, rm, rm + 1, rm + 2}  # the reward model's train, val, test
         if self.train_questions.seed in seeds or self.heldout_questions.seed in seeds:
-            raise ValueError("train_questions.seed and heldout_questions.seed: must differ from the warm start's and "
-                             "the reward model's seeds, so no training data is a held-out question")
+            raise ValueError(f"train_questions.seed and heldout_questions.seed: must differ from warm_start.seed, "
+                             f"warm_start.probe_seed and reward_model.seed (+1, +2: its validation and test questions), "
+                             f"now {sorted(seeds)}, so no question of theirs is a training or held-out one")
         if self.objective in ("dpo", "ipo") and self.samples < 2:
             raise ValueError(f"samples: objective {self.objective} pairs the best and worst of several samples per "
                              f"question and side; set samples >= 2")
