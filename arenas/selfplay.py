@@ -238,7 +238,11 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
         learner, judge_policies = start_actors(cfg, debater)
     run = start_run(cfg, run, resume, store)
     if stats:
-        print(f"reward model on held-out debates of the warm-started debaters: {stats}", flush=True)
+        acc = stats["accuracy"]["policy"]
+        b, a = acc["before"], acc["after"]
+        print(f"reward model {cfg.reward_model.name} on {a['n']} held-out debates of the warm-started debaters: accuracy "
+              f"{a['accuracy']:.3f} [{a['low']:.2f}, {a['high']:.2f}] (its initial judge: {b['accuracy']:.3f}); target >= 0.8",
+              flush=True)
     store.add_questions(run, train_q + heldout_q)
     prompts = load_prompts("default")
     assert judge_policies is not None and len(judge_policies) == 2

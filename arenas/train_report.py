@@ -66,6 +66,7 @@ def plot_training(store: Store, run: str, path: Path) -> Optional[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
     for ax, (key, title) in zip(axes.flat, PANELS):
@@ -76,6 +77,7 @@ def plot_training(store: Store, run: str, path: Path) -> Optional[Path]:
                 ax.fill_between(x, frame[f"{key}_low"].astype(float), frame[f"{key}_high"].astype(float), alpha=0.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(f"training run {run}")
     fig.tight_layout()

@@ -336,6 +336,24 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def load_config(cls: type, folder: Path, config: Optional[str], preset: Optional[str], default: str, what: str,
+                overrides: Sequence[str] = (), example: str = "epochs=1") -> Any:
+    """A config of type `cls` from a YAML file or a built-in preset in `folder` (default: `default`), with
+    KEY=VALUE overrides; errors name the file or preset and the field."""
+    if config and preset:
+        raise ConfigError("give either --config or --preset, not both")
+    if config:
+        data, source = read_yaml(config), config
+    else:
+        name = preset or default
+        data, source = read_yaml(named_yaml(folder, name, what)), f"{what} {name}"
+    apply_overrides(data, overrides, example=example)
+    try:
+        return build(cls, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
 def load_tournament(data: dict, source: str = "config") -> TournamentConfig:
     try:
         return build(TournamentConfig, data, "")

@@ -90,21 +90,15 @@ def resolve_model(name: str) -> Path:
     trained debater, NAME a warm start or a training run), or a local model folder."""
     if name in ("embedded", EMBEDDED_NAME):
         return ensure_embedded()
-    if name.startswith("debater:"):
-        folder = debater_dir(name.split(":", 1)[1]) / "model"
+    kind, _, short = name.partition(":")
+    if kind in ("debater", "judge") and short:
+        folder = (debater_dir(short) if kind == "debater" else judge_dir(short)) / "model"
         if not (folder / "config.json").exists():
-            raise FileNotFoundError(
-                f"debater {name!r} is not in {folder.parent}; it is made by `debate train` (a warm start keeps its "
-                f"name, a training run's final policy is stored under the run's name)"
-            )
-        return folder
-    if name.startswith("judge:"):
-        folder = judge_dir(name.split(":", 1)[1]) / "model"
-        if not (folder / "config.json").exists():
-            raise FileNotFoundError(
-                f"trained judge {name!r} is not in {folder.parent}; train it with "
-                f"`debate judge train --preset {name.split(':', 1)[1]}` (or --config FILE)"
-            )
+            how = ("it is made by `debate train` (a warm start keeps its name, a training run's final policy is "
+                   "stored under the run's name)" if kind == "debater" else
+                   f"train it with `debate judge train --preset {short}` (or --config FILE)")
+            raise FileNotFoundError(f"{'debater' if kind == 'debater' else 'trained judge'} {name!r} is not in "
+                                    f"{folder.parent}; {how}")
         return folder
     path = Path(name).expanduser()
     if not (path / "config.json").exists():

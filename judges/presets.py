@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from debate.configs import ConfigError, apply_overrides, build, named_yaml, read_yaml, yaml_names
+from debate.configs import load_config, yaml_names
 from judges.train import JudgeTrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -17,18 +17,7 @@ def preset_names() -> list[str]:
 
 def train_config(config: Optional[str], preset: Optional[str], overrides: Sequence[str] = ()) -> JudgeTrainConfig:
     """A judge training config from a file or a preset (default: embedded), with KEY=VALUE overrides."""
-    if config and preset:
-        raise ConfigError("give either --config or --preset, not both")
-    if config:
-        data, source = read_yaml(config), config
-    else:
-        name = preset or "embedded"
-        data, source = read_yaml(named_yaml(PRESET_DIR, name, "judge preset")), f"judge preset {name}"
-    apply_overrides(data, overrides, example="epochs=1")
-    try:
-        return build(JudgeTrainConfig, data, "")
-    except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+    return load_config(JudgeTrainConfig, PRESET_DIR, config, preset, "embedded", "judge preset", overrides)
 
 
 def expected_minutes(name: str) -> str:

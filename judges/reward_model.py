@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 from debate.configs import ConfigError
 from debate.embedded import judge_dir, resolve_model
 from debate.records import to_dict
-from debate.training.config import TrainConfig
+from debate.training.config import TrainConfig, check_cached
 from debate.training.warm_start import probe_debates, protocol_of
 from judges.judge_data import Example, from_transcripts, templated
 
@@ -161,5 +161,8 @@ def ensure_reward_model(cfg: TrainConfig, debater: Path, progress: bool = True,
     folder = judge_dir(cfg.reward_model.name)
     meta_path = folder / "reward_model.json"
     if meta_path.exists() and (folder / "model" / "config.json").exists():
-        return folder, json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
+        now = {"reward_model": asdict(cfg.reward_model), "debater": str(debater)}
+        check_cached("reward model", folder, {k: meta.get(k) for k in now}, now, "reward_model.name")
+        return folder, meta
     return train_reward_model(cfg, debater, progress, ensure_init)

@@ -7,9 +7,7 @@ from typing import Annotated, Literal, Optional, Sequence
 
 from pydantic import Field, model_validator
 
-from debate.configs import (
-    ConfigError, Float, Int, RayConfig, _config, _Fields, _one_of, apply_overrides, build, named_yaml, read_yaml,
-)
+from debate.configs import ConfigError, Float, Int, RayConfig, _config, _Fields, _one_of, build, load_config
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -129,12 +127,19 @@ def load_train_config(data: dict, source: str = "config") -> TrainConfig:
 
 def train_config(config: Optional[str], preset: Optional[str], overrides: Sequence[str] = ()) -> TrainConfig:
     """A training config from a file or a preset (default: cpu-smoke), with KEY=VALUE overrides."""
-    if config and preset:
-        raise ConfigError("give either --config or --preset, not both")
-    if config:
-        data, source = read_yaml(config), config
-    else:
-        name = preset or "cpu-smoke"
-        data, source = read_yaml(named_yaml(PRESET_DIR, name, "training preset")), f"training preset {name}"
-    apply_overrides(data, overrides, example="iterations=1")
-    return load_train_config(data, source)
+    return load_config(TrainConfig, PRESET_DIR, config, preset, "cpu-smoke", "training preset", overrides, "iterations=1")
+
+
+def check_cached(what: str, folder: Path, cached: dict, now: dict, name_field: str) -> None:
+    """A cached stage (warm start, reward model) is reused only when it was made with the same settings;
+    otherwise the error names the first differing field and the two ways out."""
+    import json
+
+    def plain(d: dict) -> dict:
+        return json.loads(json.dumps(d, default=str))
+
+    cached, now = plain(cached), plain(now)
+    for key in sorted(set(cached) | set(now)):
+        if cached.get(key) != now.get(key):
+            raise ConfigError(f"{what} cached in {folder} was made with {key}={cached.get(key)!r}, this config has "
+                              f"{key}={now.get(key)!r}; set {name_field} to a new name, or delete {folder} to remake it")

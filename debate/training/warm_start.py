@@ -7,7 +7,7 @@ dishonest side quotes the distractor sentence (real, so verified, but about the 
 the wrong answer. The loss is on the completion tokens and the end-of-turn token only; weights train in
 float32 (full fine-tune). Before and after, the debater plays probe debates so that debater.json shows
 what the warm start changed (tag use, verification, the honest side quoting the deciding fact).
-The templates copy judges/judge_data.py's HONEST and FILLER strings (debate/ must not import judges/).
+The phrasings come from debate/speech_templates.py, which the judges' templated data uses too.
 """
 
 from __future__ import annotations
@@ -28,26 +28,15 @@ from tqdm.auto import tqdm
 from debate.embedded import cache_root, debater_dir, resolve_model
 from debate.protocols import Protocol, get_protocol
 from debate.records import Question, Seat, Transcript, stable_id
+from debate.speech_templates import FILLER, HONEST
 from debate.synthetic import deciding_sentence, distractor_sentence, generate
-from debate.training.config import TrainConfig
+from debate.training.config import TrainConfig, check_cached
 from debate.training.quote_stats import format_stats, quote_stats
 
 STYLE = "default"
-TEMPLATES = (  # judges/judge_data.py HONEST, plus two
-    "The story says: <quote>{quote}</quote> So the answer is {answer}.",
-    "The answer is {answer}. Look at the story: <quote>{quote}</quote>",
-    "<quote>{quote}</quote> This sentence from the story shows that the answer is {answer}.",
-    "I defend {answer}. The text is clear: <quote>{quote}</quote>",
+TEMPLATES = HONEST + (  # the judge data's honest phrasings, plus two
     "The story states <quote>{quote}</quote> Therefore it is {answer}.",
     "My answer is {answer}, because the story says <quote>{quote}</quote>",
-)
-FILLER = (  # judges/judge_data.py FILLER
-    "I read the whole story carefully.",
-    "The judge should trust the evidence, not guesses.",
-    "Nothing else in the story contradicts this.",
-    "My opponent cannot show a better sentence.",
-    "This is the only reading that fits the question.",
-    "Think about what the question really asks.",
 )
 
 
@@ -279,6 +268,9 @@ def ensure_warm_start(cfg: TrainConfig, progress: bool = True, backend: Any = No
     folder = debater_dir(cfg.warm_start.name)
     model = folder / "model"
     if (model / "config.json").exists():
+        if (folder / "debater.json").exists():
+            cached = json.loads((folder / "debater.json").read_text())["config"]
+            check_cached("warm start", folder, _settings(cached), _settings(asdict(cfg)), "warm_start.name")
         return model
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.parent / f"{cfg.warm_start.name}.lock", "w") as lock:
@@ -286,6 +278,12 @@ def ensure_warm_start(cfg: TrainConfig, progress: bool = True, backend: Any = No
         if not (model / "config.json").exists():
             train_warm_start(cfg, folder, progress, backend)
     return model
+
+
+def _settings(cfg: dict) -> dict:
+    """What a warm-started model depends on: its own section, the base model and the speech format."""
+    keys = ("base_model", "protocol", "rounds", "word_limit", "warm_start")
+    return {k: cfg.get(k) for k in keys}
 
 
 def resolve_debater(name: str) -> Path:
