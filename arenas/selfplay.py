@@ -214,8 +214,8 @@ def start_actors(cfg: TrainConfig, debater: Path) -> tuple[Any, list[Any]]:
                                max_batch=64, num_cpus=1.0)
     judges = [PolicyConfig("reward-model", model=f"judge:{cfg.reward_model.name}", device=cfg.device, max_batch=64, num_cpus=0.5),
               PolicyConfig("heldout-judge", model=cfg.heldout_judge, device=cfg.device, max_batch=64, num_cpus=0.5)]
-    start_ray(cfg.ray, 2.0)
     if cfg.use_ray:
+        start_ray(cfg.ray, 2.0)
         return LearnerHandle.remote(learner_cfg, cfg), [RemotePolicy(p) for p in judges]
     from debate.actors import LocalPolicy, PolicyServer
     from debate.training.server import LearnerServer

@@ -7,7 +7,7 @@ import pytest
 from ui.cli import build_parser, main
 
 
-@pytest.mark.parametrize("verb", ["tournament", "report", "export", "bench"])
+@pytest.mark.parametrize("verb", ["tournament", "report", "export", "bench", "train"])
 def test_every_verb_has_help(verb, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args([verb, "--help"])
@@ -90,3 +90,28 @@ def test_a_question_file_that_is_not_utf8_names_the_byte(capsys, tmp_path, monke
     err = capsys.readouterr().err
     offset = len(good.encode()) + len('{"id": "q2", "question": "Caf')
     assert f"{path} line 2 (byte offset {offset})" in err and "UTF-8" in err, err
+
+
+@pytest.mark.parametrize("override, says", [
+    ("objective=grpo", "objective: unknown value 'grpo'; known: dpo, ipo, kto, reinforce, ppo"),
+    ("beta=0", "beta: input should be greater than 0"),
+    ("heldout_questions.seed=401", "heldout_questions.seed: must differ from train_questions.seed"),
+    ("reward_model.seed=400", "must differ from warm_start.seed, warm_start.probe_seed and reward_model.seed"),
+    ("samples=1", "samples: objective dpo pairs the best and worst"),
+])
+def test_train_config_mistakes_are_named_before_any_model_loads(override, says, capsys, tmp_path):
+    assert main(["train", "--results", str(tmp_path), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err, err
+    assert not (tmp_path / "debate.sqlite").exists()  # nothing stored
+
+
+def test_train_resume_of_unknown_run_and_of_a_tournament(capsys, tmp_path):
+    from debate.records import RunInfo
+    from debate.store import Store
+
+    assert main(["train", "--resume", "nope", "--results", str(tmp_path)]) == 2
+    assert "no run named 'nope'" in capsys.readouterr().err
+    Store(tmp_path).add_run(RunInfo("t", "tournament", "name: t\n", 0.0))
+    assert main(["train", "--resume", "t", "--results", str(tmp_path)]) == 2
+    assert "run t is a tournament run, not a training run" in capsys.readouterr().err

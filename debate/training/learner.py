@@ -55,6 +55,7 @@ class Learner:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr)
         self.version = 0
+        self.measure_kl = True  # `update(kl=False)` skips the KL pass after an update
 
     # -- log-probabilities -------------------------------------------------------------------------
 
@@ -91,10 +92,12 @@ class Learner:
 
     # -- updates -----------------------------------------------------------------------------------
 
-    def update(self, samples: Sequence[Sample]) -> dict:
-        """One iteration's training on scored samples, dispatched on the objective's kind."""
-        from debate.training import rewards  # written alongside; imported late so this module loads without it
+    def update(self, samples: Sequence[Sample], kl: bool = True) -> dict:
+        """One iteration's training on scored samples, dispatched on the objective's kind; with `kl` the
+        result also holds the KL to the reference on the trained sequences (one more forward pass)."""
+        from debate.training import rewards
 
+        self.measure_kl = kl
         kind = self.objective.kind
         if kind == "pairs":
             return self.train_pairs(rewards.best_worst_pairs(samples))
@@ -188,7 +191,7 @@ class Learner:
         self.optimizer.zero_grad(set_to_none=True)
         self.version += 1
         return {"loss": sum(losses) / len(losses), "units": n_units, "steps": len(losses),
-                "kl": self._kl_cached(seqs, refs), "version": self.version, "seconds": time.perf_counter() - start}
+                "kl": self._kl_cached(seqs, refs) if self.measure_kl else None, "version": self.version, "seconds": time.perf_counter() - start}
 
     def _kl_cached(self, seqs: Sequence[Sample], refs: list[Tensor]) -> float:
         logp, mask = self.policy_logps(seqs, grad=False)
