@@ -228,6 +228,9 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
     """Run (or resume) self-play training; `learner` and `judge_policies` (training judge, held-out judge)
     may be passed in, which skips the cached stages (tests)."""
     t0 = time.perf_counter()
+    if run is not None and run == cfg.warm_start.name:  # both are stored as debater:NAME
+        raise ConfigError(f"run name {run!r} is the warm start's name (warm_start.name); the run's final policy would "
+                          f"replace the warm-started debater; choose another --run")
     train_q, heldout_q = split_questions(cfg)
     store = Store(cfg.results)
     if resume:

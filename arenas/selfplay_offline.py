@@ -71,7 +71,8 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
                           + ("two speeches with different rewards for the same question, side and turn"
                              if get_objective(cfg.objective).kind == "pairs" else "speeches whose reward differs from their baseline"))
     else:
-        row.update({k: v for k, v in learner.call("update", scored).items()})
+        row.update({k: v for k, v in learner.call("update", scored).items() if v is not None})
+        row["kl"] = learner.call("kl", scored)  # on the run's speeches, after the update
     row["seconds"] = round(time.perf_counter() - t0, 1)
     learner.call("save", str(checkpoint_dir(cfg, run, 1)), 1, {"run": run, "source_run": source})
     record_iteration(store, run, 1, row)

@@ -115,3 +115,8 @@ def test_train_resume_of_unknown_run_and_of_a_tournament(capsys, tmp_path):
     Store(tmp_path).add_run(RunInfo("t", "tournament", "name: t\n", 0.0))
     assert main(["train", "--resume", "t", "--results", str(tmp_path)]) == 2
     assert "run t is a tournament run, not a training run" in capsys.readouterr().err
+
+
+def test_train_run_named_like_the_warm_start_is_refused(capsys, tmp_path):
+    assert main(["train", "--results", str(tmp_path), "--run", "embedded"]) == 2
+    assert "is the warm start's name" in capsys.readouterr().err
