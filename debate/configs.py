@@ -354,6 +354,14 @@ def load_config(cls: type, folder: Path, config: Optional[str], preset: Optional
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def expected_line(path: Path) -> str:
+    """What a preset is expected to take, from the `# expected:` line its file declares."""
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("# expected:"):
+            return line.split(":", 1)[1].strip()
+    return "time not measured for this preset"
+
+
 def load_tournament(data: dict, source: str = "config") -> TournamentConfig:
     try:
         return build(TournamentConfig, data, "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-from debate.configs import load_config, yaml_names
+from debate.configs import expected_line, load_config, yaml_names
 from judges.train import JudgeTrainConfig
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -22,8 +22,4 @@ def train_config(config: Optional[str], preset: Optional[str], overrides: Sequen
 
 def expected_minutes(name: str) -> str:
     """What training preset NAME is expected to take, from the `# expected:` line its file declares."""
-    path = PRESET_DIR / f"{name}.yaml"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("# expected:"):
-            return line.split(":", 1)[1].strip()
-    return "time not measured for this preset"
+    return expected_line(PRESET_DIR / f"{name}.yaml")

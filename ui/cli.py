@@ -76,6 +76,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run_training(cfg, run=args.resume, resume=True, progress=not args.quiet)
     else:
         cfg = train_config(args.config, args.preset, _train_overrides(args))
+        if not args.config:
+            from debate.configs import expected_line
+            from debate.training.config import PRESET_DIR
+
+            preset = args.preset or "cpu-smoke"
+            print(f"training preset {preset}: {expected_line(PRESET_DIR / f'{preset}.yaml')}", flush=True)
         result = run_training(cfg, run=args.run, progress=not args.quiet)
     print(format_train_report(result.store, result.run))
     png = plot_training(result.store, result.run, Path(cfg.results) / result.run / "training.png")
