@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
+import pytest
+
+from debate.configs import ConfigError
 from debate.quotes import QuoteRules, find_quotes
 from debate.records import Seat, Speech, Transcript
 from debate.synthetic import deciding_sentence, distractor_sentence, generate
@@ -104,6 +108,11 @@ def test_ensure_warm_start_trains_once(tiny_model_dir, tmp_path, monkeypatch):
     assert ensure_warm_start(cfg, progress=False) == model
     assert calls == [1] and (model / "config.json").stat().st_mtime == mtime
     assert not (model.parent.with_name("tiny.tmp")).exists()
+    # the same name with other settings is refused, never silently reused, and the cache is kept
+    other = replace(cfg, warm_start=replace(cfg.warm_start, lr=cfg.warm_start.lr * 2))
+    with pytest.raises(ConfigError, match=r"warm start cached in .* was made with warm_start=.*set warm_start.name"):
+        ensure_warm_start(other, progress=False)
+    assert calls == [1] and (model / "config.json").stat().st_mtime == mtime
 
 
 def _speech(q, i, side, text):
