@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -66,7 +67,7 @@ class Session:
     judges: list[ModelJudge]  # the training judge first, then the held-out judge
     progress: bool = True
 
-    @property
+    @cached_property
     def questions(self) -> dict[str, Question]:
         return {q.id: q for q in self.train_q + self.heldout_q}
 

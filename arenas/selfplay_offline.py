@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import replace
-from pathlib import Path
 from typing import Optional
 
 from debate.configs import ConfigError, PolicyConfig

@@ -15,7 +15,7 @@ from debate.prompts import debater_messages
 from debate.protocols import Protocol, n_speeches, next_step, visible_count
 from debate.quotes import QuoteRules, find_quotes, strip_markup
 from debate.policy import Policy
-from debate.records import Question, Speech, Transcript, stable_id
+from debate.records import Question, Seat, Speech, Transcript, stable_id
 
 
 @dataclass
@@ -186,3 +186,19 @@ class Engine:
         if self.store is not None and new:
             self.store.add_speeches(new)
         bar.update(sum(len(items) for items in batches.values()))
+
+
+def self_play(policy: Policy, questions: Sequence[Question], protocol: Protocol, entry: EntryConfig, rules: QuoteRules,
+              seed: int, run: str, kind: str, progress: bool = True) -> list[Transcript]:
+    """`entry` (on `policy`) against itself on both seatings of each question, not stored; returns the
+    finished transcripts with their speeches (ids from kind, seed, question and seating)."""
+    from debate.prompts import load_prompts
+
+    debates = []
+    for q in questions:
+        for first in (0, 1):
+            seats = (Seat("debater_a", entry.name, first), Seat("debater_b", entry.name, 1 - first))
+            t = Transcript(stable_id(kind, seed, q.id, first), run, kind, q.id, protocol.name, seats)
+            debates.append(Debate(t, q, protocol))
+    Engine({entry.policy: policy}, [entry], load_prompts("default"), rules, seed=seed).run(debates, progress=progress)
+    return [replace(d.transcript, speeches=tuple(d.speeches)) for d in debates]

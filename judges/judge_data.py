@@ -9,7 +9,7 @@ by the harness's own debaters, and blind cases (question and answers only). All 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from debate.protocols import Protocol, get_protocol
@@ -115,18 +115,9 @@ def from_transcripts(transcripts: Sequence[Transcript], questions: dict[str, Que
 def generate_debates(questions: Sequence[Question], policy: Any, max_new_tokens: int, seed: int, progress: bool = True) -> list[Example]:
     """Debates by the harness's own debaters (one round, both seatings per question), labelled."""
     from debate.configs import EntryConfig
-    from debate.engine import Debate, Engine
-    from debate.prompts import load_prompts
+    from debate.engine import self_play
 
     protocol = get_protocol("debate", rounds=1, word_limit=60)
     entry = EntryConfig("debater", policy.name, temperature=0.7, max_new_tokens=max_new_tokens)
-    debates = []
-    for q in questions:
-        for first in (0, 1):
-            seats = (Seat("debater_a", "debater", first), Seat("debater_b", "debater", 1 - first))
-            t = Transcript(stable_id("generated", seed, q.id, first), "judge-data", "generated", q.id, "debate", seats)
-            debates.append(Debate(t, q, protocol))
-    engine = Engine({policy.name: policy}, [entry], load_prompts("default"), QuoteRules("tags+recite"), seed=seed)
-    engine.run(debates, progress=progress)
-    finished = [replace(d.transcript, speeches=tuple(d.speeches)) for d in debates]
+    finished = self_play(policy, questions, protocol, entry, QuoteRules("tags+recite"), seed, "judge-data", "generated", progress)
     return from_transcripts(finished, {q.id: q for q in questions}, DEBATE)

@@ -19,21 +19,11 @@ from typing import Any, Callable, Optional
 
 from debate.configs import ConfigError
 from debate.embedded import judge_dir, resolve_model
+from debate.intervals import wilson_interval
 from debate.records import to_dict
 from debate.training.config import TrainConfig, check_cached
 from debate.training.warm_start import probe_debates, protocol_of
 from judges.judge_data import Example, from_transcripts, templated
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval (a copy of arenas.metrics.wilson_interval: judges/ must not import arenas/)."""
-    if n == 0:
-        return math.nan, math.nan
-    p = successes / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _accuracy(scorer: Any, examples: list[Example]) -> dict:
@@ -42,7 +32,7 @@ def _accuracy(scorer: Any, examples: list[Example]) -> dict:
 
     n = len(examples)
     k = round(accuracy_on(scorer, examples) * n) if n else 0
-    low, high = wilson(k, n)
+    low, high = wilson_interval(k, n)
     return {"accuracy": k / n if n else math.nan, "correct": k, "n": n, "low": low, "high": high}
 
 

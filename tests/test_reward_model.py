@@ -9,7 +9,7 @@ import pytest
 from debate.configs import ConfigError
 from debate.training.config import TrainConfig
 from judges import reward_model as rm_mod
-from judges.reward_model import ensure_reward_model, init_judge_path, judge_config, seeds, wilson
+from judges.reward_model import ensure_reward_model, init_judge_path, judge_config, seeds
 
 
 def _cfg(model_dir, **rm) -> TrainConfig:
@@ -34,13 +34,6 @@ def test_seeds_and_config(tiny_model_dir, tmp_path):
     assert (j.train_seed, j.val_seed, j.test_seed, j.debater_model, j.generated_test) == (301, 302, 303, str(tmp_path), 0)
     with pytest.raises(ConfigError, match="reward_model.seed"):
         seeds(_cfg(tiny_model_dir, seed=400))  # seed+2 = 402 would be the held-out questions
-
-
-def test_wilson_matches_arenas():
-    from arenas.metrics import wilson_interval
-
-    for k, n in ((8, 10), (0, 10), (10, 10), (31, 64)):
-        assert wilson(k, n) == pytest.approx(wilson_interval(k, n))
 
 
 def test_missing_init_judge_names_the_command(tmp_path, monkeypatch):

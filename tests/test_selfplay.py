@@ -121,7 +121,9 @@ def _run(tmp_path, tiny_dir, results, resume):
 
 @pytest.mark.slow
 def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, tiny_model_dir):
-    from debate.store import Store
+    import sqlite3
+
+    from debate.store import Store, StoreError
     from debate.training.iterations import iteration_rows
 
     whole = tmp_path / "whole"
@@ -132,9 +134,12 @@ def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, ti
     # kill once iteration 1 is recorded and iteration 2's rollouts have started to be stored
     while time.time() < deadline and proc.poll() is None:
         if (killed / "debate.sqlite").exists():
-            store = Store(killed, read_only=True)
-            rows = iteration_rows(store, "r")
-            started = [t for t in store.transcripts("r") if "iteration-2" in t.tags and t.speeches]
+            try:
+                store = Store(killed, read_only=True)
+                rows = iteration_rows(store, "r")
+                started = [t for t in store.transcripts("r") if "iteration-2" in t.tags and t.speeches]
+            except (sqlite3.Error, StoreError):  # the database exists before its tables do
+                rows, started = [], []
             if rows and rows[-1]["iteration"] >= 1 and started:
                 break
         time.sleep(0.05)

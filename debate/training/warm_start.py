@@ -18,16 +18,16 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from debate.embedded import cache_root, debater_dir, resolve_model
+from debate.embedded import debater_dir, resolve_model
 from debate.protocols import Protocol, get_protocol
-from debate.records import Question, Seat, Transcript, stable_id
+from debate.records import Question, Transcript
 from debate.speech_templates import FILLER, HONEST
 from debate.synthetic import deciding_sentence, distractor_sentence, generate
 from debate.training.config import TrainConfig, check_cached
@@ -173,21 +173,12 @@ def probe_debates(backend: Any, cfg: TrainConfig, questions: Sequence[Question],
     """Debates of the backend's model against itself, both seatings per question, as training would play them."""
     from debate.actors import LocalPolicy, PolicyServer
     from debate.configs import EntryConfig, PolicyConfig
-    from debate.engine import Debate, Engine
-    from debate.prompts import load_prompts
+    from debate.engine import self_play
     from debate.quotes import QuoteRules
 
-    protocol = protocol_of(cfg)
     policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model="in-memory"), backend=backend))
     entry = EntryConfig("debater", "debater", temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-    debates = []
-    for q in questions:
-        for first in (0, 1):
-            seats = (Seat("debater_a", "debater", first), Seat("debater_b", "debater", 1 - first))
-            t = Transcript(stable_id(kind, seed, q.id, first), "warm-start", kind, q.id, protocol.name, seats)
-            debates.append(Debate(t, q, protocol))
-    Engine({"debater": policy}, [entry], load_prompts("default"), QuoteRules("tags+recite"), seed=seed).run(debates, progress=progress)
-    return [replace(d.transcript, speeches=tuple(d.speeches)) for d in debates]
+    return self_play(policy, questions, protocol_of(cfg), entry, QuoteRules("tags+recite"), seed, "warm-start", kind, progress)
 
 
 def _probe(backend: Any, cfg: TrainConfig, label: str, progress: bool) -> tuple[dict, list[Transcript]]:
