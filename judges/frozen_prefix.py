@@ -6,6 +6,12 @@ runs only the top N layers, the final norm and the two letter logits. Measured h
 model (30 layers): a step of 4 debates in both orders costs ~1.5 s with 6 layers trained (~2.1 s with
 8) instead of ~8.3 s for a whole-model float32 step, which buys the few hundred steps the judge needs
 (its loss sits at 0.69 for ~150 steps before it falls) within the time budget.
+Two savings in the steps, exact up to float rounding (tested against the plain path): the tokens every
+prompt shares (system prompt, start of the user turn; about 30% of a templated debate) run through the
+top layers once a step, not once a prompt, and the batch continues from their cache; and the last layer
+runs its MLP only at the last position, the one the answer letters are read from. Together, on a 2-core
+AMD EPYC with AVX2 and no native bfloat16, `debate bench judge-train --train-layers 6` went from 2.15 s a
+step (8 prompts, 1752 tokens) to 1.51 s.
 The lower layers may run under bfloat16 autocast (`lower_dtype`; ~2.5x faster on a CPU with native
 bfloat16, several times slower on one without, so `auto` picks it only where the hardware has it); only
 their output is rounded: states are stored in the dtype the trained top layers run in, and training
@@ -47,6 +53,10 @@ class FrozenPrefix:
         self.dtype = None if dtype in (None, self.model.dtype) else dtype
         self.split = len(self.layers) - top
         self.states: dict[tuple[str, int], torch.Tensor] = {}
+        # the states of the tokens every stored prompt starts with, and each prompt's states after them (views)
+        self.head: Optional[torch.Tensor] = None
+        self.head_ids: Optional[list[int]] = None
+        self.tails: dict[tuple[str, int], torch.Tensor] = {}
 
     @contextmanager
     def _lower(self) -> Iterator[None]:
@@ -61,13 +71,27 @@ class FrozenPrefix:
 
     @contextmanager
     def upper(self) -> Iterator[None]:
-        """The model cut to its trained top layers (for steps on stored states); restored after."""
+        """The model cut to its trained top layers (for steps on stored states); restored after.
+
+        The top layers' attention modules are renumbered from 0 while cut, so that a cache made for the cut
+        model fills its first layers (transformers sizes masks from the cache's first layer); the last layer
+        is wrapped to run its MLP at the last position only, where the architecture is the plain pre-norm one."""
         inner = self.model.model
-        inner.layers = self.layers[self.split :]
+        top = list(self.layers[self.split :])
+        numbers = [getattr(layer.self_attn, "layer_idx", None) for layer in top]
+        if type(top[-1]).__name__ in _PRE_NORM_LAYERS:
+            top[-1] = _LastPositionOnly(top[-1])
+        inner.layers = torch.nn.ModuleList(top)
         try:
+            for k, layer in enumerate(self.layers[self.split :]):
+                if numbers[k] is not None:
+                    layer.self_attn.layer_idx = k
             yield
         finally:
             inner.layers = self.layers
+            for k, layer in enumerate(self.layers[self.split :]):
+                if numbers[k] is not None:
+                    layer.self_attn.layer_idx = numbers[k]
 
     @torch.no_grad()
     def add(self, examples: Sequence[Example], batch: int = 8, desc: str = "", progress: bool = False) -> None:
@@ -84,12 +108,16 @@ class FrozenPrefix:
         texts = [self.scorer.texts(todo[k : k + batch])[0] for k in range(0, len(todo), batch)]
         ids = [tok(chunk, add_special_tokens=False)["input_ids"] for chunk in texts]
         shared = _common_prefix([row for chunk in ids for row in chunk])
+        if self.head_ids is not None and shared[: len(self.head_ids)] == self.head_ids:
+            shared = self.head_ids  # rows added later continue the same stored head
         device = self.model.device
         with self._lower(), autocast:
             cache, head = None, None
             if shared:
                 out = self.model.model(input_ids=torch.tensor([shared], device=device), use_cache=True)
                 cache, head = getattr(out, "past_key_values", None) or out.cache, out.last_hidden_state[0].to(keep)
+                if self.head_ids is None:
+                    self.head, self.head_ids = head, list(shared)
             for c, k in enumerate(range(0, len(todo), batch)):
                 chunk = todo[k : k + batch]
                 rows = [row[len(shared) :] for row in ids[c]]
@@ -110,27 +138,75 @@ class FrozenPrefix:
                 for r, row in enumerate(rows):
                     ex = chunk[r // 2]
                     tail = hidden[r, : len(row)].to(keep)
-                    self.states[(ex.case.transcript.id, r % 2)] = torch.cat([head, tail]) if head is not None else tail.clone()
+                    key = (ex.case.transcript.id, r % 2)
+                    self.states[key] = torch.cat([head, tail]) if head is not None else tail.clone()
+                    if head is not None and shared == self.head_ids:
+                        self.tails[key] = self.states[key][len(shared) :]
                 bar.update(len(chunk))
         bar.close()
 
-    def rows(self, examples: Sequence[Example], orders: Optional[Sequence[int]] = None) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Stored states in the order `LetterScorer.texts` would give the prompts, and the correct letters."""
+    def rows(self, examples: Sequence[Example], orders: Optional[Sequence[int]] = None) -> tuple[list[tuple[str, int]], torch.Tensor]:
+        """Keys of the stored states in the order `LetterScorer.texts` would give the prompts, and the correct letters."""
         shown = presentations(examples, orders)
-        states = [self.states[(ex.case.transcript.id, order)] for ex, order, _ in shown]
-        return states, torch.tensor([target for _, _, target in shown])
+        return [(ex.case.transcript.id, order) for ex, order, _ in shown], torch.tensor([target for _, _, target in shown])
 
-    def logits(self, states: list[torch.Tensor], autocast: Optional[torch.dtype] = None) -> torch.Tensor:
-        """Letter logits from stored states: left-padded, run through the top layers (call inside `upper`)."""
-        width = max(h.shape[0] for h in states)
-        x = states[0].new_zeros(len(states), width, states[0].shape[1])
-        mask = torch.zeros(len(states), width, dtype=torch.long, device=x.device)
-        for r, h in enumerate(states):
-            x[r, width - h.shape[0] :] = h
-            mask[r, width - h.shape[0] :] = 1
-        with torch.autocast(x.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
-            out = self.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+    def logits(self, keys: list[tuple[str, int]], autocast: Optional[torch.dtype] = None) -> torch.Tensor:
+        """Letter logits from stored states through the top layers (call inside `upper`): the shared head once and
+        the rows continuing from its cache when every row has it, else each row whole."""
+        with torch.autocast(self.model.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            if self.head is not None and all(k in self.tails for k in keys):
+                out = self._from_head([self.tails[k] for k in keys])
+            else:
+                out = self._whole([self.states[k] for k in keys])
         return out[:, self.scorer.letter_ids].float()
+
+    def _whole(self, states: list[torch.Tensor]) -> torch.Tensor:
+        x, mask, _ = _left_padded(states, 0)
+        return self.model(inputs_embeds=x, attention_mask=mask, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+
+    def _from_head(self, tails: list[torch.Tensor]) -> torch.Tensor:
+        inner, n = self.model.model, self.head.shape[0]
+        out = inner(inputs_embeds=self.head[None], use_cache=True)
+        cache = getattr(out, "past_key_values", None) or out.cache
+        cache.batch_repeat_interleave(len(tails))
+        x, mask, positions = _left_padded(tails, n)
+        mask = torch.cat([mask.new_ones(len(tails), n), mask], dim=1)
+        hidden = inner(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=True, **{_CACHE_ARG: cache}).last_hidden_state
+        return self.model.lm_head(hidden[:, -1, :])
+
+
+# decoder layers whose forward is exactly: x + attn(norm1(x)), then h + mlp(norm2(h)) (the wrapper below relies on it)
+_PRE_NORM_LAYERS = {"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer"}
+
+
+class _LastPositionOnly(torch.nn.Module):
+    """A pre-norm decoder layer, last of the model, whose MLP runs at the last position only: the letters are read
+    there, and the MLP is most of a layer's cost. Attention still runs (and caches) at every position."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        layer = self.layer
+        attn, _ = layer.self_attn(hidden_states=layer.input_layernorm(hidden_states), **kwargs)
+        h = (hidden_states + attn)[:, -1:]
+        return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def _left_padded(states: Sequence[torch.Tensor], start: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows left-padded into one batch (so every row ends at the last position), their mask, and positions that
+    count on from `start` (the length of a cached head) for the real tokens."""
+    width = max(h.shape[0] for h in states)
+    x = states[0].new_zeros(len(states), width, states[0].shape[1])
+    mask = torch.zeros(len(states), width, dtype=torch.long, device=x.device)
+    positions = torch.full((len(states), width), start, dtype=torch.long, device=x.device)
+    for r, h in enumerate(states):
+        n = h.shape[0]
+        x[r, width - n :] = h
+        mask[r, width - n :] = 1
+        positions[r, width - n :] = torch.arange(start, start + n, device=x.device)
+    return x, mask, positions
 
 
 def _common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:

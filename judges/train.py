@@ -185,8 +185,8 @@ def batch_logits(
     if prefix is None:
         texts, targets = scorer.texts(examples, orders)
         return scorer.logits(texts, autocast), targets
-    states, targets = prefix.rows(examples, orders)
-    return prefix.logits(states, autocast), targets
+    keys, targets = prefix.rows(examples, orders)
+    return prefix.logits(keys, autocast), targets
 
 
 def training_step(

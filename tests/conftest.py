@@ -36,8 +36,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(folder: Path) -> Path:
-    """A 2-layer random Llama with a byte-level BPE tokenizer trained on a few lines, saved as a model folder."""
+def build_tiny_model(folder: Path, layers: int = 2) -> Path:
+    """A random Llama (2 layers unless told) with a byte-level BPE tokenizer trained on a few lines, saved as a model folder."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -54,7 +54,7 @@ def build_tiny_model(folder: Path) -> Path:
     fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=4096, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
         bos_token_id=fast.convert_tokens_to_ids("<|im_start|>"),
     )

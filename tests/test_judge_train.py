@@ -160,6 +160,40 @@ def test_stored_lower_layer_states_give_the_same_letter_logits(fresh_backend):
     assert torch.allclose(stored, direct[order], atol=1e-4), (stored, direct[order])
 
 
+def test_steps_from_the_shared_head_match_the_whole_model_in_values_and_gradients(tmp_path):
+    """The step's two savings (the shared prompt head once a batch, the last layer's MLP at the last position
+    only) against the plain path: the whole 3-layer model on the prompts, with the same 2 top layers trained."""
+    from debate.backends.hf import TransformersBackend
+    from judges.frozen_prefix import FrozenPrefix, _LastPositionOnly
+    from judges.train import batch_logits, freeze_below
+    from tests.conftest import build_tiny_model
+
+    backend = TransformersBackend(build_tiny_model(tmp_path / "three", layers=3), device="cpu", name="three")
+    model = backend.model
+    freeze_below(model, 2)
+    examples = templated(generate(5, seed=11), seed=0)
+    scorer = LetterScorer(backend, load_prompts("default"))
+    top = [p for p in model.parameters() if p.requires_grad]
+
+    def value_and_grads(**kw):
+        logits, targets = batch_logits(scorer, examples, **kw)
+        loss = judge_loss("ce", logits, targets)
+        return logits.detach(), torch.autograd.grad(loss, top)
+
+    direct, direct_grads = value_and_grads()
+    prefix = FrozenPrefix(scorer, top=2)
+    prefix.add(examples, batch=2)
+    assert prefix.head is not None and len(prefix.tails) == 2 * len(examples)  # every row continues the shared head
+    with prefix.upper():
+        assert isinstance(model.model.layers[-1], _LastPositionOnly)
+        assert [layer.self_attn.layer_idx for layer in prefix.layers[1:]] == [0, 1]
+        stored, stored_grads = value_and_grads(prefix=prefix)
+    assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1, 2]  # restored after the cut
+    assert torch.allclose(stored, direct, atol=1e-4), (stored, direct)
+    for a, b in zip(stored_grads, direct_grads):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6), (a - b).abs().max()
+
+
 def test_top_layer_training_on_stored_states_changes_only_the_top(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
