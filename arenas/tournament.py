@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from debate.configs import ConfigError, TournamentConfig, dump
 from debate.engine import Debate, Engine
@@ -29,6 +29,8 @@ class RunResult:
     seconds: float
     played: int  # transcripts advanced in this call
     judged: int  # verdicts written in this call
+    retried: tuple[int, int] = (0, 0)  # failed (transcripts, verdicts) reopened by `retry_failed`
+    placement: dict = field(default_factory=dict)  # policy -> where its actor runs (node_id, node_ip, host, pid)
 
 
 def questions_of(cfg: TournamentConfig, base: Optional[Path] = None) -> list[Question]:
@@ -151,15 +153,30 @@ def run_tournament(
     progress: bool = True,
     policies: Optional[dict[str, Policy]] = None,
     train_judges: bool = True,
+    retry_failed: bool = False,
+    backends: Optional[dict[str, Any]] = None,
 ) -> RunResult:
-    """Run (or resume) a tournament and store everything; `policies` may be passed in (tests)."""
+    """Run (or resume) a tournament and store everything; `policies` may be passed in (tests), or `backends`
+    (by policy name) for the actors to serve instead of the configured ones.
+
+    `retry_failed` (with `resume`) first reopens what is stored as failed (`Store.reopen_failed`): failed
+    debates continue from their last stored speech, verdicts whose judge call failed are judged again;
+    each failure stays in the store's history tables, and the live tables keep one row per debate."""
+    if retry_failed and not resume:
+        raise ConfigError("--retry-failed re-runs the failed debates of a stored run: give the run with "
+                          "--resume RUN (`debate tournament --resume RUN --retry-failed`)")
     start = time.perf_counter()
     needed = [cfg.policy(n) for n in sorted({e.policy for e in cfg.entries} | ({cfg.judge.policy} if cfg.judge.kind == "model" else set()))]
     # loaded first: a bad question file is an error now, not after minutes of judge training
     questions = questions_of(cfg)
     if policies is None:
-        for p in needed:  # before anything is stored: a refused or failed judge training leaves no run behind
-            ensure_model(p.model, progress, train_judges)
+        from debate.backends.registry import check_backend
+
+        for p in needed:  # before anything is stored: a missing vLLM, an unreachable server, a refused or failed
+            if p.name not in (backends or {}):  # judge training leaves no run behind
+                check_backend(p)
+            if p.backend != "openai":  # an API model's name is the server's, never a cached judge
+                ensure_model(p.model, progress, train_judges)
     store = Store(cfg.results)
     if resume:
         if run is None:
@@ -168,10 +185,26 @@ def run_tournament(
     else:
         run = run or new_run_name(cfg)
     prepare_run(cfg, run, store, questions)
-    if policies is None:
-        from debate.actors import start_policies
+    if policies is not None:
+        return _play_and_judge(cfg, run, store, policies, progress, retry_failed, start)
+    from debate.actors import start_policies
 
-        policies = start_policies(needed, cfg.ray)
+    started = start_policies(needed, cfg.ray, backends)
+    try:
+        return _play_and_judge(cfg, run, store, started, progress, retry_failed, start)
+    finally:  # also on Ctrl-C and SIGTERM: the actors must not run on after their driver (see debate.actors)
+        for handle in started.values():
+            handle.close()
+
+
+def _play_and_judge(cfg: TournamentConfig, run: str, store: Store, policies: dict[str, Policy], progress: bool,
+                    retry_failed: bool, start: float) -> RunResult:
+    placement = {name: dict(getattr(h, "info", {})) for name, h in policies.items() if getattr(h, "info", None)}
+    if placement:
+        store.add_placements(run, time.time(), placement)
+    retried = (0, 0)
+    if retry_failed:
+        retried = store.reopen_failed(run, cfg.judge.name if cfg.judge.kind == "model" else None)
     cfg = resolved_config(cfg, policies)
     save_config(cfg, run, store)  # what `auto` chose (device, dtype) is part of the run's record
     questions, transcripts = store.questions(run), store.transcripts(run)  # read once, for play and judging
@@ -184,7 +217,7 @@ def run_tournament(
 
         queued = HumanQueue(store).enqueue(run, complete, cfg.judge.judges_per_debate, cfg.judge.reveal)
         print(f"{queued} judging slots queued for human judges; start `debate ui` and add judges with `debate judges add NAME`")
-        return RunResult(run, store, time.perf_counter() - start, played, 0)
+        return RunResult(run, store, time.perf_counter() - start, played, 0, retried, placement)
     judge = ModelJudge(cfg.judge.name, policies[cfg.judge.policy], load_prompts("default"), cfg.judge.mode, cfg.judge.min_letter_mass)
     judged = judge_run(store, run, judge, protocols_of(cfg), progress, questions, complete)
-    return RunResult(run, store, time.perf_counter() - start, played, judged)
+    return RunResult(run, store, time.perf_counter() - start, played, judged, retried, placement)

@@ -9,6 +9,7 @@ part only: `ensure_tables`, `transaction`, `query`, `query_one`, `has_table`. A 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -37,6 +38,15 @@ CREATE TABLE IF NOT EXISTS verdicts (
   id TEXT PRIMARY KEY, run TEXT NOT NULL, transcript_id TEXT NOT NULL, judge TEXT NOT NULL,
   p_answer0 REAL, winner INTEGER, error TEXT, json TEXT NOT NULL, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS verdicts_run ON verdicts (run);
+CREATE TABLE IF NOT EXISTS transcript_failures (
+  transcript_id TEXT NOT NULL, attempt INTEGER NOT NULL, run TEXT NOT NULL, error TEXT, n_speeches INTEGER NOT NULL,
+  json TEXT NOT NULL, failed REAL NOT NULL, retried REAL NOT NULL, PRIMARY KEY (transcript_id, attempt));
+CREATE TABLE IF NOT EXISTS verdict_failures (
+  verdict_id TEXT NOT NULL, attempt INTEGER NOT NULL, run TEXT NOT NULL, transcript_id TEXT NOT NULL, judge TEXT NOT NULL,
+  error TEXT, json TEXT NOT NULL, failed REAL NOT NULL, retried REAL NOT NULL, PRIMARY KEY (verdict_id, attempt));
+CREATE TABLE IF NOT EXISTS placements (
+  run TEXT NOT NULL, started REAL NOT NULL, policy TEXT NOT NULL, node_id TEXT, node_ip TEXT, json TEXT NOT NULL,
+  PRIMARY KEY (run, started, policy));
 """
 
 
@@ -249,6 +259,67 @@ class Store:
         args = (run, judge) if judge else (run,)
         return [from_json(Verdict, r[0]) for r in self._conn().execute(sql, args).fetchall()]
 
+    # retries: a failed row is moved to a history table and its live row reopened, so the live tables keep
+    # one row per debate and verdict (what reports count) and every failed attempt stays queryable
+    def reopen_failed(self, run: str, judge: Optional[str] = None) -> tuple[int, int]:
+        """Reopen the run's failed transcripts (status back to running, their stored speeches kept, so play
+        continues from the failed turn) and, with `judge`, delete that judge's verdicts whose model call failed
+        (`judge_call_failed`) so they are judged again; each failure is first copied to `transcript_failures` /
+        `verdict_failures` with its attempt number. One transaction; returns (transcripts, verdicts) reopened."""
+        now = time.time()
+        with self.transaction() as conn:
+            failed = [from_json(Transcript, r[0]) for r in conn.execute(
+                "SELECT json FROM transcripts WHERE run = ? AND status = 'failed' ORDER BY id", (run,)).fetchall()]
+            for t in failed:
+                n = conn.execute("SELECT COUNT(*) FROM speeches WHERE transcript_id = ?", (t.id,)).fetchone()[0]
+                updated = conn.execute("SELECT updated FROM transcripts WHERE id = ?", (t.id,)).fetchone()[0]
+                conn.execute("INSERT INTO transcript_failures (transcript_id, attempt, run, error, n_speeches, json, failed, "
+                             "retried) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (t.id, self._attempt(conn, "transcript_failures", "transcript_id", t.id), run, t.error, n,
+                              to_json(t), updated, now))
+                reopened = replace(t, status="running", error=None)
+                conn.execute("UPDATE transcripts SET status = 'running', error = NULL, json = ?, updated = ? WHERE id = ?",
+                             (to_json(_header(reopened)), now, t.id))
+            rows = [] if judge is None else conn.execute(
+                "SELECT json, created FROM verdicts WHERE run = ? AND judge = ? AND winner IS NULL ORDER BY id", (run, judge)).fetchall()
+            calls = [(v, created) for v, created in ((from_json(Verdict, r[0]), r[1]) for r in rows) if judge_call_failed(v)]
+            for v, created in calls:
+                conn.execute("INSERT INTO verdict_failures (verdict_id, attempt, run, transcript_id, judge, error, json, failed, "
+                             "retried) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (v.id, self._attempt(conn, "verdict_failures", "verdict_id", v.id), run, v.transcript_id, v.judge,
+                              v.error, to_json(v), created, now))
+                conn.execute("DELETE FROM verdicts WHERE id = ?", (v.id,))
+        return len(failed), len(calls)
+
+    @staticmethod
+    def _attempt(conn: sqlite3.Connection, table: str, key: str, value: str) -> int:
+        return conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {key} = ?", (value,)).fetchone()[0] + 1
+
+    def failures(self, run: str) -> tuple[list[dict], list[dict]]:
+        """The run's failed attempts that were retried: (transcripts, verdicts), each a dict of the history row
+        (id, attempt, error, failed and retried times; `n_speeches` stored when a transcript failed)."""
+        if not self.has_table("transcript_failures"):  # a read-only store written before retries existed
+            return [], []
+        ts = self.query("SELECT transcript_id, attempt, error, n_speeches, failed, retried FROM transcript_failures "
+                        "WHERE run = ? ORDER BY transcript_id, attempt", (run,))
+        vs = self.query("SELECT verdict_id, attempt, transcript_id, judge, error, failed, retried FROM verdict_failures "
+                        "WHERE run = ? ORDER BY verdict_id, attempt", (run,))
+        return ([dict(id=r[0], attempt=r[1], error=r[2], n_speeches=r[3], failed=r[4], retried=r[5]) for r in ts],
+                [dict(id=r[0], attempt=r[1], transcript_id=r[2], judge=r[3], error=r[4], failed=r[5], retried=r[6]) for r in vs])
+
+    # where each policy ran (one row per policy per call of the run: a resumed run may land elsewhere)
+    def add_placements(self, run: str, started: float, infos: dict[str, dict]) -> None:
+        self._write("INSERT OR IGNORE INTO placements (run, started, policy, node_id, node_ip, json) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(run, started, name, i.get("node_id"), i.get("node_ip"), json.dumps(i, sort_keys=True))
+                     for name, i in infos.items()])
+
+    def placements(self, run: str) -> list[dict]:
+        """Every recorded placement of the run's policies, oldest first: the policy's `info()` plus `started`."""
+        if not self.has_table("placements"):
+            return []
+        rows = self.query("SELECT started, policy, json FROM placements WHERE run = ? ORDER BY started, policy", (run,))
+        return [dict(json.loads(r[2]), policy=r[1], started=r[0]) for r in rows]
+
     def count(self, table: str, run: str) -> int:
         if table not in ("transcripts", "verdicts", "questions"):
             raise ValueError(f"unknown table {table!r}")
@@ -265,6 +336,21 @@ _V_SQL = (
     "INSERT OR IGNORE INTO verdicts (id, run, transcript_id, judge, p_answer0, winner, error, json, created)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def judge_call_failed(v: Verdict) -> bool:
+    """A failed verdict whose model call failed (the whole call raised: no raw output; or the backend gave a row an
+    error: a timeout, an HTTP error): worth asking again. A judge that answered without a usable answer (letters
+    without probability mass, exactly 0.5) is a measured answer, kept: asked again, it says the same."""
+    if v.p_answer0 is not None or not v.error:
+        return False
+    if not v.raw:
+        return True
+    try:
+        raw = json.loads(v.raw)
+    except ValueError:
+        return False
+    return isinstance(raw, dict) and any(isinstance(order, dict) and order.get("error") for order in raw.values())
 
 
 def _t_rows(transcripts: Iterable[Transcript]) -> list[tuple]:

@@ -137,7 +137,7 @@ def test_resume_writes_to_the_results_folder_it_reads(tmp_path, capsys, monkeypa
         c.execute("DELETE FROM verdicts")
     before = (first / "m" / "config.yaml").read_text(), Store(first).count("verdicts", "m")
     # the stored config's `backend: mock` policies, started in this process rather than as Ray actors
-    monkeypatch.setattr(debate.actors, "start_policies", lambda policies, ray: {p.name: LocalPolicy(PolicyServer(p)) for p in policies})
+    monkeypatch.setattr(debate.actors, "start_policies", lambda policies, ray, backends=None: {p.name: LocalPolicy(PolicyServer(p)) for p in policies})
     assert main(["tournament", "--resume", "m", "--results", str(moved), "--quiet"]) == 0
     assert "4 judged in this call" in capsys.readouterr().out  # 2 questions x 2 seatings
     assert Store(moved).count("verdicts", "m") == 4
