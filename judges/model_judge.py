@@ -37,6 +37,11 @@ def answer0_by_order(p_first: Sequence[float]) -> tuple[float, float]:
     return (p_first[0], 1.0 - p_first[1])
 
 
+def _said(final: list, key: str) -> tuple[str, ...]:
+    """What each presentation order's raw output says under `key` ("error" or "note"), labelled by order."""
+    return tuple(f"order {o}: {raw[key]}" for o, raw in enumerate(final[2:]) if isinstance(raw, dict) and raw.get(key))
+
+
 class ModelJudge:
     """Judges with a policy handle passed in."""
 
@@ -130,14 +135,18 @@ class ModelJudge:
         final = by_prefix[max(by_prefix)]
         raw = json.dumps({"order0": final[2], "order1": final[3]}, ensure_ascii=False)
         if final[0] is None or final[1] is None:
-            return failed_verdict(case, self.name, "no usable answer from the judge in at least one presentation order", raw)
+            why = "; ".join(_said(final, "error"))  # the backend's reason (a timeout, an HTTP error, no letter)
+            return failed_verdict(case, self.name, "no usable answer from the judge in at least one presentation order"
+                                  + (f": {why}" if why else ""), raw)
         p_orders = answer0_by_order(final)
         # one belief per turn before the last; NaN marks a turn where the judge gave no usable answer
         beliefs = tuple(
             order_average(answer0_by_order(v)) if None not in v[:2] else math.nan
             for n, v in sorted(by_prefix.items()) if n != max(by_prefix)
         )
-        return decided_verdict(case, self.name, p_orders, raw, beliefs)
+        verdict = decided_verdict(case, self.name, p_orders, raw, beliefs)
+        notes = _said(final, "note")  # e.g. a letter parsed from text where the server gave no log-probabilities
+        return replace(verdict, warnings=verdict.warnings + notes) if notes else verdict
 
     def _probabilities(self, msgs: list) -> tuple[list[float | None], list[Any]]:
         """Probability of the letter shown first (A) for each prompt, or None when unusable."""
@@ -148,7 +157,7 @@ class ModelJudge:
             for r in results:
                 parsed = parse_verdict(r.text)
                 out.append(None if parsed is None else (parsed[1] if parsed[0] == 0 else 1.0 - parsed[1]))
-            return out, [r.text for r in results]
+            return out, [{"text": r.text, "error": r.error} if r.error else r.text for r in results]
         prefix = self.prompts["judge"]["prefix"]
         results = self.policy.submit_score([ScoreRequest(m, prefix, CANDIDATES) for m in msgs]).result()
         probs: list[float | None] = []
@@ -156,5 +165,6 @@ class ModelJudge:
             pa, pb = (math.exp(x) for x in r.logprobs)
             ok = math.isfinite(pa) and math.isfinite(pb) and pa + pb >= self.min_letter_mass
             probs.append(pa / (pa + pb) if ok else None)
-        raws = [{"logprobs": dict(zip("AB", r.logprobs)), "top": r.top} for r in results]
+        raws = [{"logprobs": dict(zip("AB", r.logprobs)), "top": r.top,
+                 **{k: getattr(r, k) for k in ("error", "note") if getattr(r, k, None)}} for r in results]
         return probs, raws

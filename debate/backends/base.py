@@ -53,7 +53,8 @@ class ScoreRequest:
 class ScoreResult:
     logprobs: tuple[float, ...]  # one per candidate (first token of each)
     top: tuple[tuple[str, float], ...]  # the top next tokens, kept as the judge's raw output
-    error: str | None = None
+    error: str | None = None  # why this row has no usable log-probabilities (logprobs are then -inf)
+    note: str | None = None  # how a usable answer was got otherwise (e.g. a letter parsed from text)
 
 
 class Backend(Protocol):
