@@ -114,6 +114,22 @@ def _config(cls: _Cls) -> _Cls:
     return cls
 
 
+def _ray_resources(value: Any) -> Any:
+    """Custom Ray resources as Ray takes them: resource name -> amount. `{gpu-a: 1}` places the actor on a
+    node started with `ray start --resources '{"gpu-a": 1}'` and holds one unit of it while the actor lives."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of Ray resource name -> amount, e.g. {{gpu-a: 1}}; got {value!r}")
+    for name, amount in value.items():
+        if name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"{name!r} is not a custom resource: set it with num_cpus / num_gpus")
+        if isinstance(amount, str):
+            raise ValueError(f"{name}: {amount!r} is not an amount; name the node's resource as the key: {{{amount}: 1}} "
+                             f"for a node started with `ray start --resources '{{\"{amount}\": 1}}'`")
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+            raise ValueError(f"{name}: the amount must be a positive number, got {amount!r}")
+    return {str(k): float(v) for k, v in value.items()}
+
+
 @_config
 class PolicyConfig(_Fields):
     """A model behind a backend, hosted by one Ray actor."""
@@ -127,6 +143,29 @@ class PolicyConfig(_Fields):
     max_batch: Annotated[Int, Field(ge=1)] = 32
     num_cpus: Annotated[Float, Field(ge=0)] = 1.0  # Ray resources of the actor
     num_gpus: Annotated[Float, Field(ge=0)] = 0.0
+    resources: Annotated[dict, BeforeValidator(_ray_resources)] = Field(default_factory=dict)  # custom Ray resources: {gpu-a: 1}
+    max_restarts: Annotated[Int, Field(ge=-1)] = 1  # Ray restarts the actor this often after its process dies (-1: always)
+    max_task_retries: Annotated[Int, Field(ge=-1)] = 1  # a call the dead actor was serving is re-run on the restarted one
+    # backend: openai only (`model` is then the server's model name); see debate/backends/openai_backend.py
+    base_url: Optional[str] = None  # the server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1
+    api_key_env: Optional[str] = None  # the NAME of the environment variable holding the API key (never the key)
+    concurrency: Annotated[Int, Field(ge=1)] = 8  # requests in flight at once
+    timeout: Annotated[Float, Field(gt=0)] = 120.0  # seconds per request attempt
+    max_retries: Annotated[Int, Field(ge=0)] = 2  # the openai client's own retries, with back-off, on 429, 5xx, connection errors
+    continue_prefix: StrictBool = True  # judge scoring continues the answer prefix (vLLM); false for plain APIs, transformers serve
+    tokenizer: Optional[str] = None  # a local tokenizer ('embedded' or a model folder) to count tokens; else a chars/3 estimate
+    context_length: Optional[Annotated[Int, Field(ge=64)]] = None  # the server model's context in tokens; unset: 4096
+    max_lora_rank: Annotated[Int, Field(ge=0)] = 0  # backend vllm: serve LoRA adapters up to this rank (set_adapter); 0: none
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> PolicyConfig:
+        from debate.backends.openai_backend import check_openai_fields
+
+        check_openai_fields(self)
+        if self.max_lora_rank and self.backend != "vllm":
+            raise ValueError(f"policy {self.name!r}: max_lora_rank is for backend vllm (adapters handed to a running "
+                             f"engine); this policy's backend is {self.backend}: remove it, or set backend: vllm")
+        return self
 
 
 @_config

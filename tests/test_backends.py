@@ -26,7 +26,7 @@ def test_vllm_backend_without_vllm_gives_install_hint(tiny_model_dir):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed (optional extra, CUDA only)")
+@pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed here (scripts/setup --vllm makes .venv-vllm)")
 def test_vllm_generates_and_scores(tiny_model_dir):
     from debate.backends.base import ScoreRequest
 
@@ -121,3 +121,13 @@ def test_row_sampler_draws_from_each_rows_softmax_and_leaves_greedy_rows_alone()
     assert freq[1].tolist() == [1.0, 0.0, 0.0, 0.0]  # greedy row: argmax every step
     # top_p 0.6: the nucleus is the two most likely tokens, renormalised to 0.625 / 0.375
     assert torch.allclose(freq[2], torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.03)
+
+
+def test_lora_adapters_are_for_vllm_policies_only():
+    from debate.actors import LocalPolicy, PolicyServer
+
+    with pytest.raises(ConfigError, match="max_lora_rank is for backend vllm"):
+        PolicyConfig("t", max_lora_rank=8)
+    policy = LocalPolicy(PolicyServer(PolicyConfig("m", backend="mock")))
+    with pytest.raises(ValueError, match=r"policy m: its backend \(MockBackend\) takes no LoRA adapters"):
+        policy.set_adapter("/some/adapter")

@@ -41,12 +41,24 @@ def cmd_tournament(args: argparse.Namespace) -> int:
     from debate.store import Store
 
     start = time.perf_counter()
+    if args.retry_failed and not args.resume:
+        from debate.configs import ConfigError
+
+        raise ConfigError("--retry-failed re-runs the failed debates of a stored run: give the run, "
+                          "`debate tournament --resume RUN --retry-failed` (and --results FOLDER if not results)")
     if args.resume:
         cfg = resume_config(Store(args.results or "results"), args.resume)
-        result = run_tournament(cfg, run=args.resume, resume=True, progress=not args.quiet, train_judges=not args.no_train)
+        result = run_tournament(cfg, run=args.resume, resume=True, progress=not args.quiet, train_judges=not args.no_train,
+                                retry_failed=args.retry_failed)
     else:
         cfg = _tournament_config(args)
         result = run_tournament(cfg, run=args.run, progress=not args.quiet, train_judges=not args.no_train)
+    for name, where in result.placement.items():
+        print(f"policy {name}: node {where.get('node_id', '')[:12]} ({where.get('node_ip', '')}, host {where.get('host', '')}), "
+              f"pid {where.get('pid', '')}")
+    if args.retry_failed:
+        print(f"retried {result.retried[0]} failed debates and {result.retried[1]} failed judge calls; the failures are "
+              f"kept in the store's transcript_failures and verdict_failures tables")
     report = build_report(result.store, result.run)
     print(format_report(report))
     png = plot_accuracy(report, Path(cfg.results) / result.run / "accuracy.png")
@@ -144,10 +156,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "engine":
-        from debate.bench import bench_engine
+        from debate.bench import bench_engine_on
 
-        bench_engine(batches=_batch_sizes(args.batch or "16"), max_new_tokens=args.max_new_tokens, model=args.model,
-                     repeats=args.repeats, device=args.device)
+        bench_engine_on(args.backend, batches=_batch_sizes(args.batch or "16"), max_new_tokens=args.max_new_tokens,
+                        model=args.model, repeats=args.repeats, device=args.device, base_url=args.base_url,
+                        api_key_env=args.api_key_env)
     elif args.what == "train":
         import json
 
@@ -247,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--judge", choices=["model", "human"], help="human: queue the debates for people in `debate ui`")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--no-train", action="store_true", help="refuse instead of training a trained judge the cache lacks")
+    t.add_argument("--retry-failed", action="store_true", help="with --resume: re-run the debates and judge calls stored "
+                   "as failed (their failures are kept as history)")
     t.set_defaults(func=cmd_tournament)
 
     r = sub.add_parser("report", help="print a run's tables from the store")
@@ -276,7 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--objective", default="dpo", help="train: the objective whose update is timed (dpo, ipo, kto, reinforce, ppo)")
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--repeats", type=int, default=2)
-    b.add_argument("--model", default="embedded")
+    b.add_argument("--model", default="embedded", help="a model (embedded or a folder); with --backend openai, the server's model name")
+    b.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai"],
+                   help="engine: the backend compared with its own batched call (vllm: LLM.generate, in .venv-vllm; "
+                   "openai: direct concurrent requests to --base-url)")
+    b.add_argument("--base-url", help="engine --backend openai: the server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1")
+    b.add_argument("--api-key-env", help="engine --backend openai: the NAME of the environment variable holding the key")
     b.set_defaults(func=cmd_bench)
     tr = sub.add_parser("train", help="train debaters by self-play on a judge's verdicts", description=(
         "Warm-start the debater on templated speeches, fine-tune the reward model on its debates, then run "
