@@ -51,6 +51,13 @@ def tables(store: Store, run: str) -> dict[str, pd.DataFrame]:
         "quotes": pd.DataFrame(quotes),
         "verdicts": pd.DataFrame(verdicts),
     }
+    failed_transcripts, failed_verdicts = store.failures(run)
+    if failed_transcripts or failed_verdicts:  # retried failures (`--retry-failed`), one row per failed attempt
+        out["transcript_failures"] = pd.DataFrame([{"run": run, **r} for r in failed_transcripts])
+        out["verdict_failures"] = pd.DataFrame([{"run": run, **r} for r in failed_verdicts])
+    placements = store.placements(run)
+    if placements:  # where each policy's actor ran, one row per policy per call of the run
+        out["placements"] = pd.DataFrame([{"run": run, **p} for p in placements])
     from debate.training.iterations import iteration_rows
 
     rows = iteration_rows(store, run)

@@ -96,9 +96,15 @@ def config(address: str, results: Path, debater: Optional[dict] = None, n: int =
 
 def gone(pids: list[int], within: float) -> float:
     """Seconds until none of `pids` runs any more (a zombie counts as gone), or `within` plus a little when one stays."""
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # also when it ends between the look-up and the status
+            return False
+
     start = time.monotonic()
     while time.monotonic() - start < within:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in pids if running(p)]
         if not alive:
             return time.monotonic() - start
         time.sleep(0.1)
@@ -122,6 +128,10 @@ def test_debaters_and_judge_land_where_the_config_says(cluster, tmp_path):
     placed = {row["policy"]: row for row in result.store.placements("place")}
     assert placed["p"]["node_id"] == nodes["gpu-a"] and placed["j"]["node_id"] == nodes["judge-node"]
     assert result.placement["p"]["node_id"] == nodes["gpu-a"]
+    from debate.export import tables
+
+    exported = tables(result.store, "place")["placements"].set_index("policy")
+    assert exported.node_id.to_dict() == {"p": nodes["gpu-a"], "j": nodes["judge-node"]}
     print(f"placement: p on gpu-a node {nodes['gpu-a'][:12]}, j on judge-node node {nodes['judge-node'][:12]}")
     # the run's actors end with the run, not with the process
     assert gone([placed["p"]["pid"], placed["j"]["pid"]], within=10) <= 10

@@ -134,6 +134,11 @@ def test_retry_completes_what_failed_keeps_history_and_writes_nothing_twice(fail
     assert all(h["error"] == failed[h["id"]].error and h["n_speeches"] == speeches_before[h["id"]] for h in t_hist)
     assert {h["id"] for h in v_hist} == call_failed and all("test outage" in h["error"] for h in v_hist)
 
+    from debate.export import tables
+
+    exported = tables(store, "r")  # the history goes to pandas with the run
+    assert sorted(exported["transcript_failures"].id) == sorted(failed) and set(exported["verdict_failures"].id) == call_failed
+
     report = build_report(store, "r")
     status = report.status.set_index("protocol")
     assert "failed" not in status.columns
