@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
+from debate.backends.base import render_chat
 from debate.configs import EntryConfig, PolicyConfig, RayConfig
 from debate.engine import Debate, Engine
 from debate.prompts import debater_messages, load_prompts
@@ -39,7 +40,7 @@ def _debates(n: int, protocol) -> list[Debate]:
 
 def _plain_generate(model: Any, tokenizer: Any, messages: list, max_new_tokens: int) -> int:
     """The baseline: one batched greedy `model.generate`, counting new tokens up to end of sequence."""
-    texts = [tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in m], tokenize=False, add_generation_prompt=True) for m in messages]
+    texts = [render_chat(tokenizer, m) for m in messages]
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     with torch.inference_mode():
         out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
@@ -187,9 +188,7 @@ def bench_engine_vllm(batches: Sequence[int] = (16,), max_new_tokens: int = 48, 
     eos = backend._eos_ids()
 
     def direct(messages: list) -> int:
-        tok = backend.tokenizer
-        ids = [tok.encode(tok.apply_chat_template([{"role": r, "content": c} for r, c in m], tokenize=False,
-                                                  add_generation_prompt=True), add_special_tokens=False) for m in messages]
+        ids = [backend._tokens(backend.render(m)) for m in messages]
         outs = backend.llm.generate([{"prompt_token_ids": i} for i in ids], params, use_tqdm=False)
         return sum(len(o.outputs[0].token_ids) - (1 if o.outputs[0].token_ids and o.outputs[0].token_ids[-1] in eos else 0)
                    for o in outs)

@@ -41,18 +41,14 @@ def cmd_tournament(args: argparse.Namespace) -> int:
     from debate.store import Store
 
     start = time.perf_counter()
-    if args.retry_failed and not args.resume:
-        from debate.configs import ConfigError
-
-        raise ConfigError("--retry-failed re-runs the failed debates of a stored run: give the run, "
-                          "`debate tournament --resume RUN --retry-failed` (and --results FOLDER if not results)")
     if args.resume:
         cfg = resume_config(Store(args.results or "results"), args.resume)
         result = run_tournament(cfg, run=args.resume, resume=True, progress=not args.quiet, train_judges=not args.no_train,
                                 retry_failed=args.retry_failed)
     else:
         cfg = _tournament_config(args)
-        result = run_tournament(cfg, run=args.run, progress=not args.quiet, train_judges=not args.no_train)
+        result = run_tournament(cfg, run=args.run, progress=not args.quiet, train_judges=not args.no_train,
+                                retry_failed=args.retry_failed)  # refused there without --resume, before anything is stored
     for name, where in result.placement.items():
         print(f"policy {name}: node {where.get('node_id', '')[:12]} ({where.get('node_ip', '')}, host {where.get('host', '')}), "
               f"pid {where.get('pid', '')}")

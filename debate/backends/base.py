@@ -74,6 +74,23 @@ class Backend(Protocol):
         ...
 
 
+def render_chat(tokenizer: Any, msgs: Messages, prefix: str = "", generation_prompt: bool = True) -> str:
+    """The prompt text a chat-templated model sees, with the assistant's reply started by `prefix`."""
+    chat = [{"role": r, "content": c} for r, c in msgs]
+    return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt) + prefix
+
+
+def count_with(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    """Token counts of `texts` (no special tokens), in one tokenizer call."""
+    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def truncate_with(tokenizer: Any, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
+    """Each text cut to its own token limit, in one tokenizer call."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [tokenizer.decode(i[:m]) for i, m in zip(ids, max_tokens)]
+
+
 def messages(*pairs: tuple[str, str]) -> Messages:
     return tuple((r, c) for r, c in pairs)
 

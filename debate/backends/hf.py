@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult
+from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult, count_with, render_chat, truncate_with
 from debate.backends.row_sampling import RowSampler
 from debate.precision import serving_dtype
 
@@ -70,8 +70,7 @@ class TransformersBackend:
         return sorted(set(int(i) for i in ids))
 
     def render(self, messages, prefix: str = "", generation_prompt: bool = True) -> str:
-        chat = [{"role": r, "content": c} for r, c in messages]
-        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=generation_prompt) + prefix
+        return render_chat(self.tokenizer, messages, prefix, generation_prompt)
 
     def encode(self, prompts: list[str]) -> dict:
         """Left-padded token tensors on the model's device."""
@@ -153,11 +152,10 @@ class TransformersBackend:
         return results
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return count_with(self.tokenizer, texts)
 
     def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [self.tokenizer.decode(i[:m]) for i, m in zip(ids, max_tokens)]
+        return truncate_with(self.tokenizer, texts, max_tokens)
 
 
 def default_threads() -> int:

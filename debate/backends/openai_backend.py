@@ -25,7 +25,7 @@ import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from debate.backends.base import GenRequest, GenResult, Messages, ScoreRequest, ScoreResult
+from debate.backends.base import GenRequest, GenResult, Messages, ScoreRequest, ScoreResult, count_with, truncate_with
 
 if TYPE_CHECKING:
     from debate.configs import PolicyConfig
@@ -232,13 +232,12 @@ class OpenAIBackend:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if self.tokenizer is not None:
-            return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+            return count_with(self.tokenizer, texts)
         return [math.ceil(len(t) / CHARS_PER_TOKEN) for t in texts]
 
     def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
         if self.tokenizer is not None:
-            ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-            return [self.tokenizer.decode(i[:m]) for i, m in zip(ids, max_tokens)]
+            return truncate_with(self.tokenizer, texts, max_tokens)
         return [_cut(t, m * CHARS_PER_TOKEN) for t, m in zip(texts, max_tokens)]
 
     def close(self) -> None:

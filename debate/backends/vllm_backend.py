@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult
+from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult, count_with, render_chat, truncate_with
 from debate.precision import serving_dtype
 
 INSTALL_HINT = (
@@ -173,8 +173,7 @@ class VLLMBackend:
     # prompts ----------------------------------------------------------------------------------------
 
     def render(self, messages, prefix: str = "") -> str:
-        chat = [{"role": r, "content": c} for r, c in messages]
-        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) + prefix
+        return render_chat(self.tokenizer, messages, prefix)
 
     def _tokens(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -299,7 +298,7 @@ class VLLMBackend:
     # tokens -----------------------------------------------------------------------------------------
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(self._tokens(t)) for t in texts]
+        return count_with(self.tokenizer, texts)
 
     def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
-        return [self.tokenizer.decode(self._tokens(t)[:m]) for t, m in zip(texts, max_tokens)]
+        return truncate_with(self.tokenizer, texts, max_tokens)
