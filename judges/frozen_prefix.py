@@ -21,24 +21,15 @@ validates the whole model at the end in the dtype the judge will be served in.
 from __future__ import annotations
 
 import copy
-import inspect
 from contextlib import contextmanager
 from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from debate.backends.prefix_cache import CACHE_ARG as _CACHE_ARG
+from debate.backends.prefix_cache import cache_of, common_prefix
 from judges.judge_data import Example, presentations
-
-
-# transformers renamed the cache argument of a model's forward (`past_key_values` -> `cache`); use what it takes
-def _cache_arg() -> str:
-    from transformers import LlamaModel
-
-    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
-
-
-_CACHE_ARG = _cache_arg()
 
 
 class FrozenPrefix:
@@ -107,7 +98,7 @@ class FrozenPrefix:
         tok = self.scorer.backend.tokenizer
         texts = [self.scorer.texts(todo[k : k + batch])[0] for k in range(0, len(todo), batch)]
         ids = [tok(chunk, add_special_tokens=False)["input_ids"] for chunk in texts]
-        shared = _common_prefix([row for chunk in ids for row in chunk])
+        shared = common_prefix([row for chunk in ids for row in chunk])
         if self.head_ids is not None and shared[: len(self.head_ids)] == self.head_ids:
             shared = self.head_ids  # rows added later continue the same stored head
         device = self.model.device
@@ -115,7 +106,7 @@ class FrozenPrefix:
             cache, head = None, None
             if shared:
                 out = self.model.model(input_ids=torch.tensor([shared], device=device), use_cache=True)
-                cache, head = getattr(out, "past_key_values", None) or out.cache, out.last_hidden_state[0].to(keep)
+                cache, head = cache_of(out), out.last_hidden_state[0].to(keep)
                 if self.head_ids is None:
                     self.head, self.head_ids = head, list(shared)
             for c, k in enumerate(range(0, len(todo), batch)):
@@ -167,7 +158,7 @@ class FrozenPrefix:
     def _from_head(self, tails: list[torch.Tensor]) -> torch.Tensor:
         inner, n = self.model.model, self.head.shape[0]
         out = inner(inputs_embeds=self.head[None], use_cache=True)
-        cache = getattr(out, "past_key_values", None) or out.cache
+        cache = cache_of(out)
         cache.batch_repeat_interleave(len(tails))
         x, mask, positions = _left_padded(tails, n)
         mask = torch.cat([mask.new_ones(len(tails), n), mask], dim=1)
@@ -207,17 +198,3 @@ def _left_padded(states: Sequence[torch.Tensor], start: int) -> tuple[torch.Tens
         mask[r, width - n :] = 1
         positions[r, width - n :] = torch.arange(start, start + n, device=x.device)
     return x, mask, positions
-
-
-def _common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
-    """The token ids every row starts with, leaving each row at least one token of its own."""
-    if not rows:
-        return []
-    n = min(len(r) for r in rows) - 1
-    first = rows[0]
-    for r in rows[1:]:
-        k = 0
-        while k < n and r[k] == first[k]:
-            k += 1
-        n = k
-    return list(first[: max(n, 0)])

@@ -131,3 +131,27 @@ def test_lora_adapters_are_for_vllm_policies_only():
     policy = LocalPolicy(PolicyServer(PolicyConfig("m", backend="mock")))
     with pytest.raises(ValueError, match=r"policy m: its backend \(MockBackend\) takes no LoRA adapters"):
         policy.set_adapter("/some/adapter")
+
+
+def test_scoring_runs_the_shared_head_once_with_the_same_logprobs(tiny_backend, monkeypatch):
+    """A batch of judge prompts sharing their start is scored from one run of that start (its cache repeated
+    for the rows); the log-probabilities equal those of each prompt scored alone, and of the plain batch."""
+    import debate.backends.hf as hf
+    from debate.backends.base import ScoreRequest
+
+    system = "You judge debates between two debaters about a hidden story; read both sides before you answer. " * 2
+    reqs = [ScoreRequest(messages(("system", system), ("user", f"Question {k}: {'which one ' * k}A or B?")), "Answer:", (" A", " B"))
+            for k in range(1, 5)]
+    used = []
+    real = hf.last_logits_shared_head
+    monkeypatch.setattr(hf, "last_logits_shared_head", lambda *a, **kw: used.append(out := real(*a, **kw)) or out)
+    batched = tiny_backend.score(reqs)
+    assert used and used[0] is not None and used[0].shape[0] == 4  # the shared-head path ran on the whole batch
+    alone = [tiny_backend.score([r])[0] for r in reqs]
+    assert all(u is None for u in used[1:])  # one row: the plain path
+    monkeypatch.setattr(hf, "last_logits_shared_head", lambda *a, **kw: None)
+    plain = tiny_backend.score(reqs)
+    for b, a, p in zip(batched, alone, plain):
+        assert max(abs(x - y) for x, y in zip(b.logprobs, a.logprobs)) < 1e-4
+        assert max(abs(x - y) for x, y in zip(b.logprobs, p.logprobs)) < 1e-4
+    assert len({b.logprobs for b in batched}) > 1  # different prompts, different scores: the test can tell rows apart

@@ -11,6 +11,7 @@ from typing import Sequence
 import torch
 
 from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult, count_with, render_chat, truncate_with
+from debate.backends.prefix_cache import last_logits_shared_head
 from debate.backends.row_sampling import RowSampler
 from debate.precision import serving_dtype
 
@@ -134,8 +135,11 @@ class TransformersBackend:
 
     def _score_chunk(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         prompts = [self.render(r.messages, prefix=r.prefix) for r in requests]
-        batch = self.encode(prompts)
-        logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+        rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        logits = last_logits_shared_head(self.model, rows, self.tokenizer.pad_token_id)  # the shared head once
+        if logits is None:
+            logits = self.model(**self.encode(prompts), logits_to_keep=1).logits[:, -1, :]
+        logits = logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         results = []
         for i, r in enumerate(requests):

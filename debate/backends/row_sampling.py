@@ -34,8 +34,12 @@ class RowSampler:
             return scores
         rows = torch.tensor(self.sampled, device=scores.device)
         temps = torch.tensor([self.temperatures[i] for i in self.sampled], device=scores.device).unsqueeze(1)
-        top_ps = torch.tensor([self.top_ps[i] for i in self.sampled], device=scores.device).unsqueeze(1)
-        logits = top_p_mask(scores[rows].float() / temps, top_ps)
+        logits = scores[rows].float() / temps
+        # the nucleus only where top_p < 1 (sorting the vocabulary every step is much of the sampler's cost)
+        nucleus = [j for j, i in enumerate(self.sampled) if self.top_ps[i] < 1.0]
+        if nucleus:
+            top_ps = torch.tensor([self.top_ps[self.sampled[j]] for j in nucleus], device=scores.device).unsqueeze(1)
+            logits[nucleus] = top_p_mask(logits[nucleus], top_ps)
         noise = torch.stack([gumbel(self.generators[i], scores.shape[-1]) for i in self.sampled]).to(scores.device)
         out = scores.float().clone()
         out[rows] = logits + noise
