@@ -44,10 +44,12 @@ def last_logits_shared_head(model: Any, rows: Sequence[Sequence[int]], pad_id: i
     """Next-token logits after each row of token ids, with the rows' common head run once; None when the
     batch has one row or shares fewer than `min_shared` tokens (the caller then runs the plain batch)."""
     shared = common_prefix(rows)
-    if len(rows) < 2 or len(shared) < min_shared:
+    if len(rows) < 2 or len(shared) < min_shared or not hasattr(model, "model"):  # `model.model`: the decoder stack
         return None
     device, n = model.device, len(shared)
     cache = cache_of(model.model(input_ids=torch.tensor([shared], device=device), use_cache=True))
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
     cache.batch_repeat_interleave(len(rows))
     tails = [r[n:] for r in rows]
     width = max(len(t) for t in tails)
