@@ -28,6 +28,7 @@ from debate.training.objectives import get_objective
 from debate.training import rewards as R
 from arenas.selfplay_eval import evaluate_iteration, hacking_signs
 from arenas.selfplay_games import CURRENT, START, plan_eval, plan_rollouts, play_and_judge, protocol_of, samples_of
+from arenas.selfplay_turn import turn_rewards
 from judges.model_judge import ModelJudge
 
 TRAIN_JUDGE, HELDOUT_JUDGE = "reward-model", "heldout-judge"
@@ -108,9 +109,13 @@ def run_iteration(s: Session, it: int) -> dict:
     row: dict[str, Any] = {"objective": cfg.objective}
     protocol = protocol_of(cfg)
     if it > 0:
+        row["rollout_version"] = s.learner.call("version")  # the weights the rollouts come from (0: as warm-started)
         games = s.play(plan_rollouts(s.run, it, s.train_q, cfg.samples, protocol), s.judges[:1])
-        samples = samples_of(games, s.questions, protocol, lambda msgs: s.learner.call("render", msgs))
-        scored, info = rewards_for(s, games, samples)
+        if cfg.reward == "turn":  # the process reward: the rollouts' speeches branched, each branch judged
+            scored, info = turn_rewards(s, it, games)
+        else:
+            samples = samples_of(games, s.questions, protocol, lambda msgs: s.learner.call("render", msgs))
+            scored, info = rewards_for(s, games, samples)
         row.update(info)
         row["rollout_seconds"] = round(time.perf_counter() - t0, 1)
         units = R.usable(get_objective(cfg.objective).kind, scored)
@@ -118,10 +123,11 @@ def run_iteration(s: Session, it: int) -> dict:
         if units == 0:
             row["skipped"] = "no usable training units: every verdict failed or tied, or no group had two rewards"
         else:
-            update = s.learner.call("update", scored)
+            update = s.learner.call("update", scored)  # separate layout: the new adapter is handed over too
             row.update({k: v for k, v in update.items() if k != "kl"})
         row["update_seconds"] = round(time.perf_counter() - t0 - row["rollout_seconds"], 1)
     t1 = time.perf_counter()
+    row["eval_version"] = s.learner.call("version")
     stored = s.play(plan_eval(s.run, it, s.heldout_q, protocol), s.judges)
     eval_samples = samples_of([t for t in stored if "self" in t.tags], s.questions, protocol,
                               lambda msgs: s.learner.call("render", msgs))
@@ -208,20 +214,26 @@ def prepare(cfg: TrainConfig, progress: bool) -> tuple[Path, dict]:
 
 
 def start_actors(cfg: TrainConfig, debater: Path) -> tuple[Any, list[Any]]:
-    """The learner (sharing its actor with the generating policy) and the two judges, as Ray actors."""
-    from debate.actors import LearnerHandle, RemotePolicy, start_ray
+    """The learner (sharing its actor with the generating policy, or beside it in its own: `cfg.learner`) and
+    the two judges, as Ray actors. On cuda each actor gets an equal share of one GPU (Ray hides the GPUs from
+    an actor that asks for none)."""
+    from debate.actors import RemotePolicy, start_ray
+    from debate.training.server import resolve_layout, start_learner, uses_cuda
 
+    layout = resolve_layout(cfg)
+    gpu = 1.0 / (4 if layout == "separate" else 3) if cfg.use_ray and uses_cuda(cfg.device) else 0.0
     learner_cfg = PolicyConfig(CURRENT, model=str(debater), device=cfg.device, dtype="float32", threads=cfg.threads,
-                               max_batch=64, num_cpus=1.0)
-    judges = [PolicyConfig("reward-model", model=f"judge:{cfg.reward_model.name}", device=cfg.device, max_batch=64, num_cpus=0.5),
-              PolicyConfig("heldout-judge", model=cfg.heldout_judge, device=cfg.device, max_batch=64, num_cpus=0.5)]
+                               max_batch=64, num_cpus=1.0, num_gpus=gpu)
+    judges = [PolicyConfig("reward-model", model=f"judge:{cfg.reward_model.name}", device=cfg.device, max_batch=64,
+                           num_cpus=0.5, num_gpus=gpu),
+              PolicyConfig("heldout-judge", model=cfg.heldout_judge, device=cfg.device, max_batch=64, num_cpus=0.5,
+                           num_gpus=gpu)]
     if cfg.use_ray:
-        start_ray(cfg.ray, 2.0)
-        return LearnerHandle.remote(learner_cfg, cfg), [RemotePolicy(p) for p in judges]
+        start_ray(cfg.ray, 2.0 if layout == "shared" else 3.0)  # separate: the generating policy's CPU too
+        return start_learner(cfg, learner_cfg, layout), [RemotePolicy(p) for p in judges]
     from debate.actors import LocalPolicy, PolicyServer
-    from debate.training.server import LearnerServer
 
-    return LearnerHandle(server=LearnerServer(learner_cfg, cfg)), [LocalPolicy(PolicyServer(p)) for p in judges]
+    return start_learner(cfg, learner_cfg, layout), [LocalPolicy(PolicyServer(p)) for p in judges]
 
 
 def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = False, progress: bool = True,
@@ -232,6 +244,11 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
     if run is not None and run == cfg.warm_start.name:  # both are stored as debater:NAME
         raise ConfigError(f"run name {run!r} is the warm start's name (warm_start.name); the run's final policy would "
                           f"replace the warm-started debater; choose another --run")
+    from dataclasses import replace
+
+    from debate.training.server import describe_layout, resolve_layout
+
+    cfg = replace(cfg, learner=resolve_layout(cfg, learner))  # the run stores the layout `auto` resolved to
     train_q, heldout_q = split_questions(cfg)
     store = Store(cfg.results)
     if resume:
@@ -241,6 +258,9 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
         debater, stats = prepare(cfg, progress)
         learner, judge_policies = start_actors(cfg, debater)
     run = start_run(cfg, run, resume, store)
+    if getattr(learner, "layout", "shared") == "separate" and learner.folder is None:
+        learner.folder = Path(cfg.results) / run / "adapters"  # where each new adapter is handed over
+    print(describe_layout(cfg, cfg.learner), flush=True)
     if stats:
         acc = stats["accuracy"]["policy"]
         b, a = acc["before"], acc["after"]

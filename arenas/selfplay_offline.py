@@ -36,6 +36,10 @@ def verdict_means(store: Store, run: str, judge: Optional[str]) -> dict[str, flo
 def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, run: Optional[str] = None,
                    progress: bool = True, learner=None) -> str:
     """Train the warm-started debater once on `source`'s speeches and verdicts; returns a one-line summary."""
+    if cfg.reward != "judge":
+        raise ConfigError(f"reward: {cfg.reward} with --from-run: an offline update is rewarded by the stored verdicts "
+                          f"(reward: judge); {cfg.reward} needs {'branches played by the live policy' if cfg.reward == 'turn' else 'self-play rollouts'}; "
+                          f"drop --set reward={cfg.reward}, or run `debate train` without --from-run")
     t0 = time.perf_counter()
     store = Store(cfg.results)
     store.run(source)  # a clear error when it is not there

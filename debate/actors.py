@@ -312,8 +312,9 @@ def start_policies(policies: Sequence[PolicyConfig], ray_cfg: RayConfig, backend
 
 
 class LearnerHandle:
-    """The driver's handle on a `LearnerServer`, in-process or in a Ray actor; `policy()` gives the views
-    the engine plays (the current weights, or the reference with `reference=True`)."""
+    """The driver's handle on a `LearnerServer` (or on the separate layout's `GeneratorServer`), in-process or
+    in a Ray actor; `policy()` gives the views the engine plays (the current weights, or the reference with
+    `reference=True`)."""
 
     def __init__(self, server: Any = None, actor: Any = None) -> None:
         if (server is None) == (actor is None):
@@ -324,13 +325,16 @@ class LearnerHandle:
         self.device, self.dtype = info["device"], info["dtype"]
 
     @classmethod
-    def remote(cls, cfg: PolicyConfig, train: Any) -> "LearnerHandle":
+    def remote(cls, cfg: PolicyConfig, *args: Any, server: Any = None) -> "LearnerHandle":
+        """A Ray actor of class `server` (default `LearnerServer`) built as `server(cfg, *args)`, placed by the
+        config's resources; no restarts: a restarted actor would have lost its trained weights or adapter."""
         import ray
 
         from debate.training.server import LearnerServer
 
-        actor_cls = ray.remote(LearnerServer).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_concurrency=1)
-        return cls(actor=actor_cls.remote(cfg, train))
+        actor_cls = ray.remote(server or LearnerServer).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
+                                                                max_concurrency=1)
+        return cls(actor=actor_cls.remote(cfg, *args))
 
     def submit(self, method: str, *args: Any) -> Any:
         if self.server is not None:

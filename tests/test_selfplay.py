@@ -188,3 +188,6 @@ def test_offline_update_from_a_tournaments_verdicts_and_from_peoples(tmp_path, t
     assert iteration_rows(played.store, "off-people")[0]["judge"] == "alice"
     with pytest.raises(ConfigError, match="no usable verdict from judge 'bob'"):
         offline_update(cfg, "t", judge="bob", run="off-bob", learner=learner, progress=False)
+    for reward in ("turn", "verifiable"):  # rewards that need live rollouts are refused, not silently replaced
+        with pytest.raises(ConfigError, match=f"reward: {reward} with --from-run"):
+            offline_update(replace(cfg, reward=reward), "t", run=f"off-{reward}", learner=learner, progress=False)

@@ -161,6 +161,62 @@ class TransformersBackend:
     def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
         return truncate_with(self.tokenizer, texts, max_tokens)
 
+    # adapters: PEFT injects LoRA layers into `self.model` in place, so `generate` and `score` use them unchanged
+    _peft = None  # the PeftModel wrapping self.model once an adapter was set
+    _loaded: tuple[str, int] | None = None  # (folder, version) of the adapter in self._peft, switched on or off
+    _last_version = 0
+    adapter: tuple[str, int] | None = None  # (folder, version) in use; None: the base model
+
+    def set_adapter(self, path: str | Path | None, version: int | None = None) -> int | None:
+        """Generate and score with the PEFT LoRA adapter in folder `path` from the next request on (None: the
+        base model again), as self-play hands the generating policy the learner's new adapter.
+
+        `version` names the adapter (default: one more than the last), as for the vllm backend: the same folder
+        and version again switches the loaded adapter back on without reading it; another is loaded next to
+        the old one, made active, and the old one deleted. Returns the version in use."""
+        import json
+
+        from peft import PeftModel
+
+        if self._peft is None and isinstance(self.model, PeftModel):
+            raise RuntimeError(f"policy {self.name}: its model is a PEFT model trained in this process (the learner's); "
+                               f"it takes no adapter from a folder")
+        if path is None:
+            if self._peft is not None:
+                self._peft.base_model.disable_adapter_layers()
+            self.adapter = None
+            return None
+        folder = Path(path)
+        config = folder / "adapter_config.json"
+        if not config.exists():
+            raise FileNotFoundError(f"{folder} is not a PEFT adapter folder (no adapter_config.json); save one with "
+                                    f"Learner.save_adapter or PeftModel.save_pretrained")
+        peft_type = str(json.loads(config.read_text()).get("peft_type", ""))
+        if peft_type.upper() != "LORA":
+            raise ValueError(f"{config}: peft_type is {peft_type!r}; the transformers backend takes LoRA adapters only")
+        version = self._last_version + 1 if version is None else int(version)
+        if version < 1:
+            raise ValueError(f"adapter version must be >= 1, got {version}")
+        key = (str(folder.resolve()), version)
+        # PEFT initialises the new LoRA weights at random before loading them: on a forked random state, so that
+        # loading an adapter leaves this process's random numbers (a learner's, in-process) where they were
+        cuda = [torch.device(self.device).index or 0] if str(self.device).startswith("cuda") else []
+        with torch.random.fork_rng(devices=cuda):
+            if self._peft is None:
+                self._peft = PeftModel.from_pretrained(self.model, str(folder), adapter_name=f"v{version}",
+                                                       torch_device=str(self.device))
+            elif self._loaded != key:
+                old = self._peft.active_adapter
+                name = f"v{version}" if old != f"v{version}" else f"v{version}-again"  # a new folder, an old version
+                self._peft.load_adapter(str(folder), adapter_name=name, torch_device=str(self.device))
+                self._peft.set_adapter(name, inference_mode=True)
+                self._peft.delete_adapter(old)
+        self._peft.base_model.enable_adapter_layers()
+        self._peft.eval()
+        self._loaded, self.adapter = key, (str(folder), version)
+        self._last_version = max(self._last_version, version)
+        return version
+
 
 def default_threads() -> int:
     return max(1, os.cpu_count() or 1)

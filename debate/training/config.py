@@ -88,13 +88,22 @@ class TrainConfig(_Fields):
     max_new_tokens: Annotated[Int, Field(ge=1)] = 48
     temperature: Annotated[Float, Field(ge=0)] = 1.0
     top_p: Annotated[Float, Field(gt=0, le=1)] = 1.0
-    reward: Literal["judge", "verifiable"] = "judge"  # verifiable: +1 when the honest side's quote holds the deciding fact
+    # verifiable: +1 when the honest side's quote holds the deciding fact; turn: the process reward, each speech
+    # branched `turn_branches` ways from the same prompt, each branch played to the end and judged (2p - 1 for its side)
+    reward: Literal["judge", "verifiable", "turn"] = "judge"
+    turn_branches: Annotated[Int, Field(ge=2)] = 2  # reward turn: alternative speeches per branch point (its group)
+    turn_rounds: Optional[tuple[Int, ...]] = None  # reward turn: the rounds (0-based) whose speeches branch; unset: every round
     heldout_judge: str = "judge:embedded"  # a second judge training never sees; scores the held-out debates too
     min_letter_mass: Annotated[Float, Field(ge=0, lt=1)] = 1e-4
     warm_start: WarmStartConfig = WarmStartConfig()
     reward_model: RewardModelConfig = RewardModelConfig()
     ray: RayConfig = RayConfig()
     use_ray: bool = True  # the learner (with its generating policy) and the judges in Ray actors
+    # where the learner lives: shared (in the generating policy's actor: no weights move), separate (its own actor
+    # trains; the generating policy gets each new LoRA adapter by path with its version), auto (separate when the
+    # learner's device is cuda and generator_backend is set, else shared); a run stores the resolved choice
+    learner: Literal["auto", "shared", "separate"] = "auto"
+    generator_backend: Optional[Literal["transformers", "vllm"]] = None  # separate: the generating policy's backend (unset: transformers)
     seed: Int = 0
     results: str = "results"
 
@@ -108,9 +117,29 @@ class TrainConfig(_Fields):
             raise ValueError(f"train_questions.seed and heldout_questions.seed: must differ from warm_start.seed, "
                              f"warm_start.probe_seed and reward_model.seed (+1, +2: its validation and test questions), "
                              f"now {sorted(seeds)}, so no question of theirs is a training or held-out one")
-        if self.objective in ("dpo", "ipo") and self.samples < 2:
+        if self.objective in ("dpo", "ipo") and self.samples < 2 and self.reward != "turn":  # turn pairs branches
             raise ValueError(f"samples: objective {self.objective} pairs the best and worst of several samples per "
-                             f"question and side; set samples >= 2")
+                             f"question and side; set samples >= 2 (or reward: turn, which pairs the branches of a speech)")
+        if self.turn_rounds is not None:
+            if not self.turn_rounds:
+                raise ValueError("turn_rounds: name at least one round (0-based), or leave it unset to branch every round")
+            bad = sorted({r for r in self.turn_rounds if not 0 <= r < self.rounds})
+            if bad:
+                raise ValueError(f"turn_rounds: rounds are 0-based and this config has rounds: {self.rounds}, so each must "
+                                 f"be in 0..{self.rounds - 1}; got {bad}")
+            if len(set(self.turn_rounds)) != len(self.turn_rounds):
+                raise ValueError(f"turn_rounds: a round is named twice in {list(self.turn_rounds)}; name each once")
+        return self
+
+    @model_validator(mode="after")
+    def _learner_layout(self) -> TrainConfig:
+        if self.learner == "shared" and self.generator_backend is not None:
+            raise ValueError("generator_backend: only learner: separate has a generating policy of its own, and this "
+                             "config has learner: shared; remove generator_backend, or set learner: separate (or auto)")
+        if self.method == "full" and (self.learner == "separate" or self.generator_backend is not None):
+            raise ValueError("learner: separate hands the generating policy a LoRA adapter after each update, and "
+                             "method: full trains every weight (no adapter to hand over); set method: lora, or "
+                             "learner: shared without generator_backend")
         return self
 
 

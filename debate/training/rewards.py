@@ -58,8 +58,29 @@ def verifiable_rewards(samples: Sequence[Sample], honest_supported: Mapping[str,
     return out
 
 
-def _groups(samples: Sequence[Sample]) -> dict[tuple[str, int, int], list[Sample]]:
-    groups: dict[tuple[str, int, int], list[Sample]] = defaultdict(list)
+def branch_rewards(samples: Sequence[Sample], p_side0: Mapping[str, float | None], branches: int) -> list[Sample]:
+    """The process reward (`reward: turn`): each branched speech gets its side's reward under its branch's final
+    verdict (keyed by the branch's transcript_id), grouped by branch point (`Sample.branch`).
+
+    A point is kept only whole: `branches` samples, each with a usable verdict. A branch whose game or verdict
+    failed drops its whole point, since comparing the branches left would silently leave out the one speech the
+    judge (or the engine) could not handle; the caller counts the points left out. Order is preserved."""
+    by_point: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        if not s.branch:
+            raise ValueError(f"sample {s.key} has no branch point; branch_rewards scores branched speeches only")
+        by_point[s.branch].append(s)
+
+    def usable(p: float | None) -> bool:
+        return p is not None and not math.isnan(p)
+
+    whole = {b for b, members in by_point.items()
+             if len(members) == branches and all(usable(p_side0.get(s.transcript_id)) for s in members)}
+    return assign_rewards([s for s in samples if s.branch in whole], p_side0)
+
+
+def _groups(samples: Sequence[Sample]) -> dict[tuple[str, int, int, str], list[Sample]]:
+    groups: dict[tuple[str, int, int, str], list[Sample]] = defaultdict(list)
     for s in samples:
         groups[s.group].append(s)
     return groups
@@ -68,11 +89,12 @@ def _groups(samples: Sequence[Sample]) -> dict[tuple[str, int, int], list[Sample
 def with_baselines(samples: Sequence[Sample]) -> list[Sample]:
     """Per-role leave-one-out baselines: the mean reward of the other samples of the same group.
 
-    The baseline is per group (question, side, turn) because rewards are zero-sum: a baseline pooled
-    over both sides is identically zero and removes no variance. Leaving the sample out keeps the
-    baseline independent of the sample's own reward, so the gradient estimate stays unbiased. A group
-    of one has nothing to compare with: its baseline is its own reward (advantage 0, no signal)
-    rather than 0, which would train on the raw, judge-noise-dominated reward. Order is preserved."""
+    The baseline is per group (question, side, turn; and branch point for `reward: turn`) because rewards
+    are zero-sum: a baseline pooled over both sides is identically zero and removes no variance. Leaving
+    the sample out keeps the baseline independent of the sample's own reward, so the gradient estimate
+    stays unbiased. A group of one has nothing to compare with: its baseline is its own reward (advantage
+    0, no signal) rather than 0, which would train on the raw, judge-noise-dominated reward. Order is
+    preserved."""
     groups = _groups(samples)
     totals = {g: sum(s.reward for s in members) for g, members in groups.items()}
     out = []

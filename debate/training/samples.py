@@ -24,12 +24,14 @@ class Sample:
     completion: str
     reward: float = 0.0
     baseline: float = 0.0
+    branch: str = ""  # reward turn: the branch point (rollout id:speech index) whose branches this speech is one of
 
     @property
     def advantage(self) -> float:
         return self.reward - self.baseline
 
     @property
-    def group(self) -> tuple[str, int, int]:
-        """Samples compared with each other: the same question, side and turn."""
-        return (self.question_id, self.side, self.turn)
+    def group(self) -> tuple[str, int, int, str]:
+        """Samples compared with each other: the same question, side and turn, and (reward turn) the same branch
+        point, so that branches differ only in the branched speech; `branch` is "" for every other reward."""
+        return (self.question_id, self.side, self.turn, self.branch)
