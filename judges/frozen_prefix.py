@@ -96,8 +96,12 @@ class FrozenPrefix:
         autocast = torch.autocast(self.model.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
         keep = self.model.dtype  # states are stored in the dtype the top layers run in
         tok = self.scorer.backend.tokenizer
-        texts = [self.scorer.texts(todo[k : k + batch])[0] for k in range(0, len(todo), batch)]
-        ids = [tok(chunk, add_special_tokens=False)["input_ids"] for chunk in texts]
+        rows_of = tok(self.scorer.texts(todo)[0], add_special_tokens=False)["input_ids"]  # both orders of each, in turn
+        # batches of debates of similar length pad less; each state is stored by key, so the order is free
+        by_length = sorted(range(len(todo)), key=lambda i: len(rows_of[2 * i]) + len(rows_of[2 * i + 1]))
+        todo = [todo[i] for i in by_length]
+        ids = [[row for i in by_length[k : k + batch] for row in (rows_of[2 * i], rows_of[2 * i + 1])]
+               for k in range(0, len(todo), batch)]
         shared = common_prefix([row for chunk in ids for row in chunk])
         if self.head_ids is not None and shared[: len(self.head_ids)] == self.head_ids:
             shared = self.head_ids  # rows added later continue the same stored head

@@ -224,7 +224,8 @@ def build_data(cfg: JudgeTrainConfig, base: Any, progress: bool) -> dict[str, li
         policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.debater_model), backend=debater))
     else:
         policy = LocalPolicy(PolicyServer(PolicyConfig("debater", model=cfg.base_model), backend=base))
-    gen_train = generate_debates(train_q[cfg.train_questions :], policy, cfg.debater_max_new_tokens, cfg.seed, progress)
+    gen_q = train_q[cfg.train_questions :]
+    gen_train = generate_debates(gen_q, policy, cfg.debater_max_new_tokens, cfg.seed, progress) if gen_q else []
     return {"train": templated(train_q[: cfg.train_questions], cfg.seed) + gen_train, "val": templated(sets["val"], cfg.seed)}
 
 

@@ -167,10 +167,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                          repeats=args.repeats)), flush=True)
     else:
         from judges.bench import bench_judge_train
+        from judges.presets import train_config
 
+        layers = train_config(None, "embedded").train_layers if args.train_layers is None else args.train_layers
         for batch in _batch_sizes(args.batch or "4"):
             bench_judge_train(model=args.model, batch_debates=batch, repeats=args.repeats + 1, autocast=args.autocast,
-                              train_layers=args.train_layers, device=args.device, lower=args.lower_dtype)
+                              train_layers=layers, device=args.device, lower=args.lower_dtype)
     return 0
 
 
@@ -282,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="judge-train: autocast of the steps (default off: float32, as the preset trains)")
     b.add_argument("--lower-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="judge-train: dtype of the stored lower-layer pass (auto: bfloat16 only where the hardware has it)")
-    b.add_argument("--train-layers", type=int, default=6,
-                   help="judge-train: train the top N layers on stored lower-layer states, as the embedded preset does (0: the whole model)")
+    b.add_argument("--train-layers", type=int, default=None,
+                   help="judge-train: train the top N layers on stored lower-layer states (default: the embedded preset's; 0: the whole model)")
     b.add_argument("--objective", default="dpo", help="train: the objective whose update is timed (dpo, ipo, kto, reinforce, ppo)")
     b.add_argument("--max-new-tokens", type=int, default=48)
     b.add_argument("--repeats", type=int, default=2)
