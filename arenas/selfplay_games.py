@@ -85,7 +85,7 @@ def play_and_judge(store: Store, planned: Sequence[Transcript], questions: Mappi
     return stored
 
 
-def _step_of(protocol: Protocol) -> list[int]:
+def step_of_speech(protocol: Protocol) -> list[int]:
     """The step index of each speech position (simultaneous speakers share a step)."""
     return [k for k, step in enumerate(steps(protocol)) for _ in step]
 
@@ -103,7 +103,7 @@ def speech_prompts(transcripts: Sequence[Transcript], questions: Mapping[str, Qu
         if t.status != "complete" or any("truncated" in w for w in t.warnings):
             continue
         rules = protocol(t) if callable(protocol) else protocol
-        step_of = _step_of(rules)
+        step_of = step_of_speech(rules)
         q = questions[t.question_id]
         for s in t.speeches:
             if (entry is not None and s.entry != entry) or s.index >= len(step_of):

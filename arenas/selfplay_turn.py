@@ -25,20 +25,15 @@ from typing import Any, Mapping, Optional, Sequence
 from debate.backends.base import GenRequest, GenResult, Sampling
 from debate.engine import Debate, make_speech
 from debate.prompts import debater_messages, load_prompts
-from debate.protocols import Protocol, steps, visible_count
+from debate.protocols import Protocol, visible_count
 from debate.records import Question, Speech, Transcript, stable_id
 from debate.store import Store
 from debate.training import rewards as R
 from debate.training.config import TrainConfig
 from debate.training.samples import Sample
-from arenas.selfplay_games import CURRENT, QUOTE_RULES, entries, protocol_of, samples_from, speech_prompts
+from arenas.selfplay_games import CURRENT, QUOTE_RULES, entries, protocol_of, samples_from, speech_prompts, step_of_speech
 
 BRANCH = "branch"
-
-
-def _step_of(protocol: Protocol) -> list[int]:
-    """The step index of each speech position (simultaneous speakers share a step)."""
-    return [k for k, step in enumerate(steps(protocol)) for _ in step]
 
 
 @dataclass(frozen=True)
@@ -62,7 +57,7 @@ def branch_points(games: Sequence[Transcript], protocol: Protocol, rounds: Optio
                   entry: str = CURRENT) -> list[Point]:
     """The speeches `entry` gave in the complete rollouts, in `rounds` (None: every round). Rollouts whose
     passage was cut to fit the context are left out: their prompts cannot be rebuilt exactly."""
-    n = len(_step_of(protocol))
+    n = len(step_of_speech(protocol))
     return [Point(t, s.index) for t in games
             if t.status == "complete" and not any("truncated" in w for w in t.warnings)
             for s in t.speeches
@@ -84,7 +79,7 @@ def plan_branches(run: str, it: int, points: Sequence[Point], branches: int) -> 
 def kept_speeches(point: Point, protocol: Protocol, branch_id: str) -> list[Speech]:
     """The rollout's speeches a branch keeps: every speech of the steps up to the branched one, but the
     branched speech (re-labelled with the branch's transcript id)."""
-    step_of = _step_of(protocol)
+    step_of = step_of_speech(protocol)
     end = sum(1 for k in step_of if k <= step_of[point.index])
     return [replace(s, transcript_id=branch_id) for s in point.rollout.speeches[:end] if s.index != point.index]
 
@@ -94,7 +89,7 @@ def branch_request(point: Point, protocol: Protocol, question: Question, cfg: Tr
     the entry's sampling, a seed of the branch's own (the engine's rule: seed, transcript id, speech index)."""
     seat = point.rollout.seat(point.speech.role)
     entry = {e.name: e for e in entries(cfg)}[seat.entry]
-    history = point.rollout.speeches[: visible_count(protocol, _step_of(protocol)[point.index])]
+    history = point.rollout.speeches[: visible_count(protocol, step_of_speech(protocol)[point.index])]
     msgs = debater_messages(load_prompts("default"), entry.prompt, protocol, question, question.passage or "", seat.side,
                             history)
     seed = int(stable_id(cfg.seed, branch_id, point.index), 16) % (2**31)

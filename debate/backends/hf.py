@@ -138,7 +138,8 @@ class TransformersBackend:
         rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         logits = last_logits_shared_head(self.model, rows, self.tokenizer.pad_token_id)  # the shared head once
         if logits is None:
-            logits = self.model(**self.encode(prompts), logits_to_keep=1).logits[:, -1, :]
+            batch = self.tokenizer.pad({"input_ids": rows}, return_tensors="pt")  # the rows already tokenized, padded left
+            logits = self.model(**{k: v.to(self.device) for k, v in batch.items()}, logits_to_keep=1).logits[:, -1, :]
         logits = logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         results = []
