@@ -80,21 +80,34 @@ def generated_test_set(folder: Path, cfg: Any, questions: list, progress: bool) 
     return from_transcripts(ts, {q.id: q for q in questions}, DEBATE)
 
 
-def test_sets(folder: Path, meta: dict, progress: bool = False) -> dict[str, list[Example]]:
-    """The held-out sets of a trained judge: templated, debater-generated and blind."""
+def test_sets(folder: Path, meta: dict, progress: bool = False, templated_questions: int = 0) -> dict[str, list[Example]]:
+    """The held-out sets of a trained judge: templated, debater-generated and blind.
+
+    `templated_questions` (0: the judge's own `test_questions`) sizes the templated and blind sets; more questions
+    of the same test seed narrow the intervals (the first `test_questions` are the usual ones, and a larger set can
+    take in the questions of the generated debates: all are held out). The generated set stays as stored."""
+    from dataclasses import replace
+
     from judges.train import JudgeTrainConfig, split_questions
 
     cfg = JudgeTrainConfig(**meta["config"])
+    if templated_questions < 0:
+        from debate.configs import ConfigError
+
+        raise ConfigError(f"judge eval --templated: {templated_questions} is negative; give a number of questions, or 0 for the judge's own")
     test_q = split_questions(cfg)["test"]
     generated = generated_test_set(folder, cfg, test_q[cfg.test_questions :], progress) if cfg.generated_test else []
-    out = {"templated": templated(test_q[: cfg.test_questions], cfg.seed)}
+    n = templated_questions or cfg.test_questions
+    if n > len(test_q):
+        test_q = split_questions(replace(cfg, test_questions=n, generated_test=0))["test"]
+    out = {"templated": templated(test_q[:n], cfg.seed)}
     if generated:
         out["generated"] = generated
-    out["blind"] = blind(test_q[: cfg.test_questions])
+    out["blind"] = blind(test_q[:n])
     return out
 
 
-def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: bool = True) -> pd.DataFrame:
+def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: bool = True, templated_questions: int = 0) -> pd.DataFrame:
     """Evaluate a stored judge (and optionally its base model) on its held-out sets."""
     from debate.actors import LocalPolicy, PolicyServer
     from debate.backends.hf import TransformersBackend
@@ -105,7 +118,7 @@ def evaluate_trained(name_or_folder: str, compare_base: bool = False, progress: 
     if not (folder / "judge.json").exists():
         raise FileNotFoundError(f"no trained judge at {folder}; train one with `debate judge train --preset embedded`")
     meta = json.loads((folder / "judge.json").read_text())
-    sets = test_sets(folder, meta, progress)
+    sets = test_sets(folder, meta, progress, templated_questions)
     models = [("trained", folder / "model")] + ([("base", resolve_model(meta["config"]["base_model"]))] if compare_base else [])
     frames = []
     for label, path in models:

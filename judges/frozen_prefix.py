@@ -92,6 +92,8 @@ class FrozenPrefix:
         attention makes their states the same in every prompt, so they run once and each batch continues
         from their cache (about a quarter of the tokens of a templated debate)."""
         todo = [ex for ex in examples if (ex.case.transcript.id, 0) not in self.states]
+        if not todo:
+            return
         bar = tqdm(total=len(todo), desc=desc or "lower layers", unit="debate", disable=not progress, dynamic_ncols=True)
         autocast = torch.autocast(self.model.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
         keep = self.model.dtype  # states are stored in the dtype the top layers run in

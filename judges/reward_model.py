@@ -56,7 +56,7 @@ def judge_config(cfg: TrainConfig, debater: Path) -> Any:
 
     rm, s = cfg.reward_model, seeds(cfg)
     return JudgeTrainConfig(
-        name=rm.name, base_model=rm.init, objective="ce", method="full", train_layers=rm.train_layers, lr=rm.lr,
+        name=rm.name, base_model=rm.init, objective=rm.objective, method="full", train_layers=rm.train_layers, lr=rm.lr,
         batch_debates=rm.batch_debates, epochs=rm.epochs, difficulty=cfg.difficulty,
         train_questions=rm.templated_questions, val_questions=rm.val_questions, test_questions=rm.test_questions,
         generated_train=rm.policy_questions, generated_test=0, debater_max_new_tokens=cfg.max_new_tokens,

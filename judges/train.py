@@ -3,7 +3,11 @@
 Each debate is presented in both orders within a batch. Objectives:
 - ce: cross-entropy over the two answer letters at the answer position, per order;
 - bt: Bradley-Terry over the two answers, with the reward of answer 0 the letter-logit margin averaged
-  over both orders (the reward-model form, ready for preference pairs such as human verdicts).
+  over both orders (the reward-model form, ready for preference pairs such as human verdicts). Alone it
+  leaves the letters' common offset and scale free, and a judge served on order-averaged probabilities
+  can saturate into ties;
+- ce+bt: the sum of both: bt's gradient ignores the model's letter bias, so the content is learned from
+  the first steps instead of after the bias is trained away, and ce keeps the letters calibrated.
 Full fine-tune, the top N layers only (`train_layers`; the frozen lower layers then run once per prompt,
 see judges/frozen_prefix.py), or LoRA (merged for inference). The judge is stored with its config, data seeds and
 metrics under the cache, and a tournament names it as `model: judge:NAME`.
@@ -35,7 +39,7 @@ from judges.judge_data import Example, generate_debates, presentations, template
 from judges.model_judge import CANDIDATES, speech_pairs
 from judges.validation import accuracy_on, serving_check
 
-OBJECTIVES = ("ce", "bt")
+OBJECTIVES = ("ce", "bt", "ce+bt")
 METHODS = ("full", "lora")
 
 
@@ -81,8 +85,8 @@ class JudgeTrainConfig:
             raise ConfigError(f"judge train method: unknown {self.method!r}; known: {', '.join(METHODS)}")
         if self.orders not in ("both", "alternate"):
             raise ConfigError(f"judge train orders: unknown {self.orders!r}; known: both, alternate")
-        if self.objective == "bt" and self.orders != "both":
-            raise ConfigError("judge train: objective bt compares the two orders of a debate, so it needs orders: both")
+        if self.objective in ("bt", "ce+bt") and self.orders != "both":
+            raise ConfigError(f"judge train: objective {self.objective} compares the two orders of a debate, so it needs orders: both")
         if self.epochs < 1 or self.batch_debates < 1:
             raise ConfigError("judge train: epochs and batch_debates must be at least 1")
         for name in ("lower_dtype", "serve_dtype"):
@@ -147,6 +151,8 @@ def judge_loss(objective: str, logits: torch.Tensor, targets: torch.Tensor) -> t
     """Loss over rows in pairs (order 0, order 1) of the same debate; logits are [A, B] per row."""
     if objective == "ce":
         return F.cross_entropy(logits, targets.to(logits.device))
+    if objective == "ce+bt":
+        return judge_loss("ce", logits, targets) + judge_loss("bt", logits, targets)
     margin = logits[:, 0] - logits[:, 1]  # reward of the letter A over B
     reward0 = (margin[0::2] - margin[1::2]) / 2  # answer 0 is A in order 0 and B in order 1
     sign = torch.where(targets[0::2] == 0, 1.0, -1.0).to(logits.device)  # order-0 target is the correct answer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ def _params(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("objective", ["ce", "bt"])
+@pytest.mark.parametrize("objective", ["ce", "bt", "ce+bt"])
 def test_loss_goes_down_and_parameters_change(fresh_backend, objective):
     examples = templated(generate(4, seed=7), seed=0)
     cfg = JudgeTrainConfig(objective=objective, lr=1e-2)
@@ -49,6 +50,17 @@ def test_loss_formulas():
     # debate 1: reward of answer 0 = (2 - (-2)) / 2 = 2, correct is 0; debate 2: reward 0, a coin flip
     expected = (-math.log(1 / (1 + math.exp(-2))) + math.log(2)) / 2
     assert math.isclose(float(bt), expected, rel_tol=1e-5)
+    assert math.isclose(float(judge_loss("ce+bt", logits, targets)), float(ce) + expected, rel_tol=1e-5)
+
+
+def test_bt_ignores_a_letter_bias_that_ce_pays_for():
+    """A constant preference for the letter A (the base model's bias) changes ce but not bt: bt's gradient
+    goes to the content from the first step, the reason the embedded preset trains on ce+bt."""
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.5], [0.5, 0.0]])
+    targets = torch.tensor([0, 1, 1, 0])
+    biased = logits + torch.tensor([3.0, 0.0])
+    assert math.isclose(float(judge_loss("bt", biased, targets)), float(judge_loss("bt", logits, targets)), rel_tol=1e-6)
+    assert float(judge_loss("ce", biased, targets)) > float(judge_loss("ce", logits, targets)) + 0.5
 
 
 def test_templated_data_is_deterministic_and_labelled():
@@ -112,6 +124,14 @@ def test_train_store_and_evaluate_a_tiny_judge(tiny_model_dir, tmp_path, monkeyp
     assert kinds["templated"] == 6 and kinds["generated"] == 4 and kinds["blind"] == 6
     assert any(s.startswith("templated: dishonest quotes a verified sentence") for s in table.slice)
     assert (folder / "eval.csv").exists()
+    from arenas.judge_eval import test_sets
+
+    usual, wider = test_sets(folder, meta), test_sets(folder, meta, templated_questions=11)
+    assert len(wider["templated"]) == 11 and len(wider["blind"]) == 11  # past the 6 + 2 questions first drawn
+    assert [e.case.transcript.id for e in wider["templated"][:6]] == [e.case.transcript.id for e in usual["templated"]]
+    assert [e.case.transcript.id for e in wider["generated"]] == [e.case.transcript.id for e in usual["generated"]]
+    with pytest.raises(ConfigError, match="--templated"):
+        test_sets(folder, meta, templated_questions=-1)
 
 
 def test_missing_trained_judge_names_the_command(tmp_path, monkeypatch):
@@ -158,6 +178,9 @@ def test_stored_lower_layer_states_give_the_same_letter_logits(fresh_backend):
     order = [r for d in reversed(range(n)) for r in (2 * d, 2 * d + 1)]
     assert torch.equal(stored_targets, targets[order])
     assert torch.allclose(stored, direct[order], atol=1e-4), (stored, direct[order])
+    kept = dict(prefix.states)
+    prefix.add(examples[:2])  # nothing new: a no-op, not an empty batch
+    assert prefix.states.keys() == kept.keys()
 
 
 def test_steps_from_the_shared_head_match_the_whole_model_in_values_and_gradients(tmp_path):
@@ -226,6 +249,12 @@ def test_bench_judge_train_prints_both_timings_and_their_ratio(tiny_model_dir, c
     assert line["step_s"] > 0 and line["plain_fwd_bwd_s"] > 0
     assert line["ratio"] > 0  # plain / step, from unrounded times
     assert ("lower_once_s" in line) == bool(train_layers)
+
+
+@pytest.mark.parametrize("objective", ["bt", "ce+bt"])
+def test_order_comparing_objectives_need_both_orders(objective):
+    with pytest.raises(ConfigError, match=re.escape(f"objective {objective} compares the two orders")):
+        JudgeTrainConfig(objective=objective, orders="alternate")
 
 
 def test_zero_epochs_is_refused():

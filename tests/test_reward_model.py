@@ -34,6 +34,9 @@ def test_seeds_and_config(tiny_model_dir, tmp_path):
     assert (j.train_seed, j.val_seed, j.test_seed, j.debater_model, j.generated_test) == (301, 302, 303, str(tmp_path), 0)
     with pytest.raises(ConfigError, match="reward_model.seed"):
         seeds(_cfg(tiny_model_dir, seed=400))  # seed+2 = 402 would be the held-out questions
+    assert j.objective == "ce" and judge_config(_cfg(tiny_model_dir, objective="ce+bt"), tmp_path).objective == "ce+bt"
+    with pytest.raises(ConfigError, match="objective"):
+        _cfg(tiny_model_dir, objective="mse")
 
 
 def test_missing_init_judge_names_the_command(tmp_path, monkeypatch):

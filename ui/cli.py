@@ -196,7 +196,7 @@ def cmd_judge_train(args: argparse.Namespace) -> int:
     folder = train_judge(cfg, progress=not args.quiet)
     print(f"judge {cfg.name} stored in {folder}; a tournament names it as `model: judge:{cfg.name}`")
     if not args.no_eval:
-        return cmd_judge_eval(argparse.Namespace(name=str(folder), compare_base=args.compare_base, quiet=args.quiet))
+        return cmd_judge_eval(argparse.Namespace(name=str(folder), compare_base=args.compare_base, quiet=args.quiet, templated=0))
     return 0
 
 
@@ -232,7 +232,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
     from arenas.judge_eval import evaluate_trained, format_eval
 
     folder = Path(args.name) if Path(args.name).is_dir() else judge_dir(args.name)
-    table = evaluate_trained(str(folder), compare_base=args.compare_base, progress=not args.quiet)
+    table = evaluate_trained(str(folder), compare_base=args.compare_base, progress=not args.quiet, templated_questions=args.templated)
     print(format_eval(table, json.loads((folder / "judge.json").read_text())))
     print(f"table saved to {folder / 'eval.csv'}")
     return 0
@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     je = jsub.add_parser("eval", help="evaluate a trained judge on its held-out questions")
     je.add_argument("name", help="the judge's name (or its folder)")
     je.add_argument("--compare-base", action="store_true", help="also evaluate the untrained base model")
+    je.add_argument("--templated", type=int, default=0, metavar="N",
+                    help="templated and blind held-out questions (default: the judge's test_questions); more narrow the intervals")
     je.add_argument("--quiet", action="store_true")
     je.set_defaults(func=cmd_judge_eval)
     jr = jsub.add_parser("run", help="re-judge a stored run's transcripts (`debate judge RUN --judge SPEC`)", description=(

@@ -53,6 +53,7 @@ class RewardModelConfig(_Fields):
     val_questions: Annotated[Int, Field(ge=1)] = 16
     test_questions: Annotated[Int, Field(ge=1)] = 16  # held-out warm-started debates (x2) it is scored on before any update
     train_layers: Annotated[Int, Field(ge=0)] = 6
+    objective: Literal["ce", "bt", "ce+bt"] = "ce"  # judges.train's objectives (ce+bt: see judges/train.py)
     epochs: Annotated[Int, Field(ge=1)] = 2
     lr: Annotated[Float, Field(gt=0)] = 1e-4
     batch_debates: Annotated[Int, Field(ge=1)] = 4
