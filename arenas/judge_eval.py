@@ -12,6 +12,7 @@ import pandas as pd
 
 from arenas.judging import judge_cases
 from arenas.metrics import accuracy, brier, ece, first_position_preference, position_bias
+from debate.configs import ConfigError
 from debate.prompts import load_prompts
 from debate.records import Transcript, from_dict
 from judges.judge_data import DEBATE, Example, blind, from_transcripts, templated
@@ -90,11 +91,9 @@ def test_sets(folder: Path, meta: dict, progress: bool = False, templated_questi
 
     from judges.train import JudgeTrainConfig, split_questions
 
-    cfg = JudgeTrainConfig(**meta["config"])
     if templated_questions < 0:
-        from debate.configs import ConfigError
-
         raise ConfigError(f"judge eval --templated: {templated_questions} is negative; give a number of questions, or 0 for the judge's own")
+    cfg = JudgeTrainConfig(**meta["config"])
     test_q = split_questions(cfg)["test"]
     generated = generated_test_set(folder, cfg, test_q[cfg.test_questions :], progress) if cfg.generated_test else []
     n = templated_questions or cfg.test_questions

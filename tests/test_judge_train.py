@@ -94,12 +94,16 @@ def test_lora_trains_only_the_adapter(fresh_backend):
     from judges.train import _lora
 
     cfg = JudgeTrainConfig(method="lora", lr=1e-2, lora_r=4)
+    # seeded: the adapter's init came from whatever earlier tests left the generator at, and in 10 steps the loss
+    # of the tiny model stayed within 1e-3 of ln 2, so the check below failed after test_reward_model; 30 steps
+    # pass for seeds 0-3
+    torch.manual_seed(0)
     base_weight = fresh_backend.model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     fresh_backend.model = _lora(fresh_backend.model, cfg)
     scorer = LetterScorer(fresh_backend, load_prompts("default"))
     trainable = [p for p in fresh_backend.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=cfg.lr)
-    losses = [training_step(scorer, opt, templated(generate(4, seed=3), seed=0), cfg) for _ in range(10)]
+    losses = [training_step(scorer, opt, templated(generate(4, seed=3), seed=0), cfg) for _ in range(30)]
     assert losses[-1] < losses[0]
     merged = fresh_backend.model.merge_and_unload()
     assert not torch.equal(base_weight, merged.model.layers[0].self_attn.q_proj.weight)

@@ -39,6 +39,16 @@ def test_seeds_and_config(tiny_model_dir, tmp_path):
         _cfg(tiny_model_dir, objective="mse")
 
 
+def test_reward_model_objectives_are_the_judge_trainers():
+    """debate/ may not import judges/, so the config lists the judge objectives itself; they must not drift."""
+    import typing
+
+    from debate.training.config import RewardModelConfig
+    from judges.train import OBJECTIVES
+
+    assert typing.get_args(typing.get_type_hints(RewardModelConfig)["objective"]) == OBJECTIVES
+
+
 def test_missing_init_judge_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setenv("DEBATE_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="debate judge train --preset nope"):
