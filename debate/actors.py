@@ -149,6 +149,14 @@ class LocalPolicy:
             close()
 
 
+def _waiting(method: Any) -> Any:
+    """An idempotent actor method (token counts, info, adapter swap) called so that an actor Ray is restarting
+    is waited for, whatever the policy's `max_task_retries`: that setting guards generation calls from being
+    run twice, and these are safe to run again. Without it, a call made while the actor restarts fails at
+    once (`ActorUnavailableError`); an actor past its `max_restarts` still raises."""
+    return method.options(max_task_retries=-1)
+
+
 class _RayFuture:
     def __init__(self, ref: Any) -> None:
         self.ref = ref
@@ -181,7 +189,7 @@ class RemotePolicy:
         guard_driver()
         self.actor = actor_cls.remote(cfg, backend, driver_identity())
         _STARTED.append(self)
-        info = ray.get(self.actor.info.remote())
+        info = ray.get(_waiting(self.actor.info).remote())
         self.info = info  # where it landed: node_id, node_ip, host, pid
         self.name = cfg.name
         self.context_length = info["context_length"]
@@ -197,18 +205,18 @@ class RemotePolicy:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         import ray
 
-        return ray.get(self.actor.count_tokens.remote(list(texts)))
+        return ray.get(_waiting(self.actor.count_tokens).remote(list(texts)))
 
     def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
         import ray
 
-        return ray.get(self.actor.truncate_tokens.remote(list(texts), list(max_tokens)))
+        return ray.get(_waiting(self.actor.truncate_tokens).remote(list(texts), list(max_tokens)))
 
     def set_adapter(self, path: Optional[str], version: Optional[int] = None) -> Optional[int]:
         """Hand the running actor a new LoRA adapter (a folder it can read: shared storage on a cluster)."""
         import ray
 
-        return ray.get(self.actor.set_adapter.remote(None if path is None else str(path), version))
+        return ray.get(_waiting(self.actor.set_adapter).remote(None if path is None else str(path), version))
 
     def close(self) -> None:
         """Kill the actor at once (a call in progress is interrupted; no restart)."""

@@ -208,6 +208,23 @@ def test_without_task_retries_the_debates_fail_and_retry_failed_completes_them(c
             handle.close()
 
 
+def test_token_counts_wait_for_a_restarting_actor_even_without_task_retries(cluster, tmp_path):
+    """A resumed run's first calls (token counts) can reach the actor while Ray restarts it: they are safe to
+    run twice, so they wait for it, where a generation call with `max_task_retries: 0` would fail."""
+    address, _ = cluster
+    cfg = load_tournament(config(address, tmp_path, debater={"max_task_retries": 0}))
+    policies = _policies(cfg, tmp_path / "calls")
+    try:
+        first_pid = policies["p"].info["pid"]
+        ray.kill(policies["p"].actor, no_restart=False)
+        assert policies["p"].count_tokens(["one two three", "four"]) == [3, 1]
+        assert policies["p"].truncate_tokens(["one two three"], [2]) == ["one two"]
+        assert ray.get(policies["p"].actor.info.remote())["pid"] != first_pid, "the counts came from the restarted actor"
+    finally:
+        for handle in policies.values():
+            handle.close()
+
+
 DRIVER = """
 import json, sys
 from arenas.tournament import run_tournament
