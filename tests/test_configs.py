@@ -308,3 +308,13 @@ def test_bool_is_not_a_number_in_a_plain_dataclass_either() -> None:
         train_config(None, None, ["epochs=true"])
     with pytest.raises(ConfigError, match="unknown field 'epoch'; known: name, base_model"):
         train_config(None, None, ["epoch=2"])
+
+
+def test_every_training_preset_loads_and_the_gpu_one_uses_the_separate_learner() -> None:
+    from debate.training.config import preset_names, train_config
+    from debate.training.server import resolve_layout
+
+    names = preset_names()
+    assert {"cpu-smoke", "cpu-long", "gpu"} <= set(names)
+    layouts = {name: resolve_layout(train_config(None, name)) for name in names}
+    assert layouts["gpu"] == "separate" and layouts["cpu-smoke"] == layouts["cpu-long"] == "shared"
