@@ -46,6 +46,7 @@ def verdict_frame(store: Store, run: str, judge: Optional[str] = None) -> pd.Dat
                 entry_0=seats[0].entry if 0 in seats else None, entry_1=seats[1].entry if 1 in seats else None,
                 # verdict-only records (NYU metadata rooms) have no seats: no consultant to name
                 consultant_side=t.seats[0].side if t.protocol == "consultancy" and t.seats else None,
+                first_side=t.seats[0].side if len(t.seats) == 2 else None,  # the answer the first speaker defends
             )
         )
     return pd.DataFrame(rows)
@@ -106,15 +107,26 @@ def leaderboard(vf: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFr
 
 
 def side_table(vf: pd.DataFrame) -> pd.DataFrame:
-    """Win rates by side in debates: the honest side's and the first speaker's (answer 0), per protocol."""
+    """Win rates by side in debates, per protocol: the honest side's, the first speaker's (whichever answer
+    it defends), and the honest side's when it speaks first and when it speaks second: a gap between those
+    two is the judge's order bias, which a schedule balanced by seat keeps out of `honest_win`."""
     rows = []
     for proto, g in vf[vf.protocol.isin(DEBATE_PROTOCOLS) & ~vf.failed].groupby("protocol"):
         honest = (g.winner == g.correct).sum()
-        first = (g.winner == 0).sum()
+        seated = g[g.first_side.notna()]
+        first = (seated.winner == seated.first_side).sum()
+        honest_first = seated[seated.first_side == seated.correct]
+        honest_second = seated[seated.first_side != seated.correct]
         rows.append(dict(protocol=proto, n=len(g), honest_win=rate(honest, len(g)).value,
                          honest_low=rate(honest, len(g)).low, honest_high=rate(honest, len(g)).high,
-                         first_speaker_win=first / len(g)))
+                         first_speaker_win=first / len(seated) if len(seated) else math.nan,
+                         n_honest_first=len(honest_first),
+                         honest_win_first=_win_rate(honest_first), honest_win_second=_win_rate(honest_second)))
     return pd.DataFrame(rows)
+
+
+def _win_rate(g: pd.DataFrame) -> float:
+    return float((g.winner == g.correct).mean()) if len(g) else math.nan
 
 
 def consultancy_table(vf: pd.DataFrame) -> pd.DataFrame:

@@ -27,6 +27,13 @@ def _transcript(run: str, protocol: Protocol, match: str, q: Question, seats: tu
     )
 
 
+def first_side(index: int, sample: int) -> int:
+    """The answer the first speaker defends in the debates of the `index`-th question's `sample`-th
+    sample: it alternates, so the first speaker defends each answer equally often whatever the
+    correct answers are."""
+    return (index + sample) % 2
+
+
 def round_robin(
     run: str,
     entries: Sequence[str],
@@ -37,19 +44,23 @@ def round_robin(
 ) -> list[Transcript]:
     """Every pairing of entries on both sides of every question, for each protocol.
 
-    Debates: for entries X and Y, X defends answer 0 (speaking first) against Y, then Y defends
-    answer 0 against X. Consultancy: each entry argues each answer alone. Blind and expert: one judge-only
+    Debates: for entries X and Y, X speaks first against Y, then Y speaks first against X, the first
+    speaker defending the answer `first_side(i, sample)` of the i-th question: answer 0 and answer 1 in
+    turn. Were it always answer 0, a question set whose correct answers lean to one index would seat the
+    honest side mostly first (or mostly second), and judge accuracy would mix with the judge's order
+    bias. Consultancy: each entry argues each answer alone. Blind and expert: one judge-only
     transcript per question.
     """
     out: list[Transcript] = []
     for p in protocols:
-        for q in questions:
+        for i, q in enumerate(questions):
             for sample in range(samples):
                 if len(p.roles) == 2:
+                    first = first_side(i, sample)
                     for x, y in combinations(entries, 2):
                         match = stable_id(p.name, x, y)
                         for a, b in ((x, y), (y, x)):
-                            seats = (Seat(p.roles[0], a, 0), Seat(p.roles[1], b, 1))
+                            seats = (Seat(p.roles[0], a, first), Seat(p.roles[1], b, 1 - first))
                             out.append(_transcript(run, p, match, q, seats, sample, quote_mode))
                 elif len(p.roles) == 1:
                     for e in entries:

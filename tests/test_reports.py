@@ -109,3 +109,18 @@ def test_agreement_with_several_human_verdicts_on_one_debate(store):
     assert row.shared == 2 and row.agree_with_human == pytest.approx(0.5)
     assert table.loc[("human consultancy", "human"), "n"] == 2
     assert "human debate" in format_settings(store, RUN, paper_only=False)
+
+
+def test_side_table_counts_the_first_speaker_by_its_seat_not_by_answer_0():
+    """A judge that always picks the first speaker: the first speaker wins every debate, and the honest
+    side wins exactly when it speaks first, whichever answer is correct."""
+    import pandas as pd
+
+    from arenas.report import side_table
+
+    rows = [dict(protocol="debate", failed=False, correct=correct, first_side=first, winner=first)
+            for correct in (0, 1) for first in (0, 1, 1)]
+    t = side_table(pd.DataFrame(rows)).iloc[0]
+    assert (t.n, t.first_speaker_win, t.n_honest_first) == (6, 1.0, 3)
+    assert (t.honest_win_first, t.honest_win_second) == (1.0, 0.0)
+    assert t.honest_win == pytest.approx(3 / 6)

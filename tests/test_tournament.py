@@ -50,8 +50,62 @@ def test_seats_cover_both_sides_of_each_question(local_run):
     _, result = local_run
     debates = [t for t in result.store.transcripts("t1") if t.protocol == "debate"]
     for q in {t.question_id for t in debates}:
-        on_zero = sorted(t.seat("debater_a").entry for t in debates if t.question_id == q)
-        assert on_zero == ["cold", "hot"]  # each entry defends answer 0 once and answer 1 once
+        here = [t for t in debates if t.question_id == q]
+        assert sorted(t.seat("debater_a").entry for t in here) == ["cold", "hot"]  # each entry speaks first once
+        for entry in ("cold", "hot"):  # and defends each answer once
+            assert sorted(s.side for t in here for s in t.seats if s.entry == entry) == [0, 1]
+
+
+def test_the_first_speaker_defends_each_answer_in_turn_whatever_the_correct_answers():
+    """Every correct answer is answer 0 here: were the first speaker always on answer 0, the honest side
+    would always speak first. Alternating by question, it speaks first in exactly half the debates."""
+    from arenas.schedule import round_robin
+    from debate.protocols import get_protocol
+    from debate.records import Question
+
+    qs = [Question(f"q{i}", "Which?", ("left", "right"), 0) for i in range(6)]
+    ts = round_robin("r", ["x", "y", "z"], qs, [get_protocol("debate", rounds=2)], samples=2)
+    assert len(ts) == 6 * 2 * 3 * 2 and len({t.id for t in ts}) == len(ts)
+    honest_first = [t.seats[0].side == 0 for t in ts]
+    assert sum(honest_first) == len(ts) // 2
+    for i, q in enumerate(qs):
+        for k in range(2):
+            firsts = {t.seats[0].side for t in ts if t.question_id == q.id and t.sample == k}
+            assert firsts == {(i + k) % 2}  # one side per question and sample, alternating
+    for entry in ("x", "y", "z"):  # each entry speaks first on each answer equally often
+        mine = [t.seats[0].side for t in ts if t.seats[0].entry == entry]
+        assert mine.count(0) == mine.count(1)
+
+
+def test_a_resumed_run_keeps_the_plan_it_was_made_with(tiny_model_dir, tmp_path, monkeypatch):
+    """A run planned by an older schedule (every first speaker on answer 0) gains no debates when it is
+    prepared again by today's: resuming never doubles a run."""
+    from dataclasses import replace
+
+    import arenas.tournament as tournament
+    from arenas.schedule import round_robin
+    from debate.records import Seat
+    from debate.store import Store
+
+    cfg = load_tournament(tiny_config(tiny_model_dir, tmp_path, n=4, protocols=[{"name": "debate", "rounds": 1}]))
+
+    def old_schedule(*args, **kwargs):
+        out = []
+        for t in round_robin(*args, **kwargs):
+            seats = tuple(Seat(s.role, s.entry, i) for i, s in enumerate(t.seats))
+            out.append(replace(t, seats=seats, id=t.id + "-old"))
+        return out
+
+    store = Store(tmp_path)
+    monkeypatch.setattr(tournament, "round_robin", old_schedule)
+    old, _ = tournament.prepare_run(cfg, "old", store)
+    monkeypatch.undo()
+    again, _ = tournament.prepare_run(cfg, "old", store)
+    assert store.count("transcripts", "old") == len(old) == 4 * 2
+    assert {t.id for t in again} == {t.id for t in old}
+    assert all(t.seats[0].side == 0 for t in store.transcripts("old"))
+    fresh, _ = tournament.prepare_run(cfg, "new", store)
+    assert sorted(t.seats[0].side for t in fresh) == [0, 0, 0, 0, 1, 1, 1, 1]
 
 
 def test_resume_of_a_finished_run_writes_nothing(local_run, tiny_policy):
