@@ -142,3 +142,27 @@ def test_registry():
         get_objective("nope")
     for name in ("dpo", "ipo", "kto", "reinforce", "ppo"):
         assert name in str(err.value)
+
+
+def test_sequence_kl_is_k3_by_hand_and_never_negative():
+    from debate.training.logprobs import sequence_kl, sequence_logratio
+
+    logp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, 0.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, 0.0], [-0.2, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    # row 0: d = ref - logp = (-0.5, 1.0): (e^-0.5 - 1 + 0.5) + (e^1 - 1 - 1); row 1: d = 0.3
+    want = [math.exp(-0.5) - 0.5 + math.exp(1.0) - 2.0, math.exp(0.3) - 1.3]
+    assert sequence_kl(logp, ref, mask).tolist() == pytest.approx(want, abs=1e-6)
+    assert sequence_logratio(logp, ref, mask, average=False)[1] < 0 < sequence_kl(logp, ref, mask)[1]  # k1 < 0 here
+
+
+def test_sequence_kl_averages_to_the_exact_kl_over_sampled_tokens():
+    from debate.training.logprobs import sequence_kl
+
+    g = torch.Generator().manual_seed(0)
+    p, q = torch.tensor([0.6, 0.3, 0.1]), torch.tensor([0.3, 0.3, 0.4])
+    exact = float((p * (p / q).log()).sum())
+    tokens = torch.multinomial(p, 200_000, replacement=True, generator=g)
+    logp, ref = p.log()[tokens][:, None], q.log()[tokens][:, None]
+    est = sequence_kl(logp, ref, torch.ones_like(logp, dtype=torch.bool)).mean()
+    assert float(est) == pytest.approx(exact, rel=0.02)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from debate.training.config import TrainConfig
-from debate.training.logprobs import completion_logps, pad_rows, sequence_logratio, unpad_rows
+from debate.training.logprobs import completion_logps, pad_rows, sequence_kl, sequence_logratio, unpad_rows
 from debate.training.objectives import get_objective, kto_kl
 from debate.training.samples import Sample
 
@@ -82,13 +82,13 @@ class Learner:
             return self._chunked(self.model, samples)
 
     def kl_to_reference(self, samples: Sequence[Sample]) -> float:
-        """Mean over samples of sum over completion tokens of log pi - log ref: a Monte Carlo KL estimate
-        on the policy's own speeches (exact in expectation only for speeches the current policy sampled)."""
+        """Mean over samples of the per-sequence KL(pi || ref) estimate (`sequence_kl`, k3) on the policy's
+        own speeches (unbiased only for speeches the current policy sampled)."""
         if not samples:
             return 0.0
         logp, mask = self.policy_logps(samples, grad=False)
         ref, _ = self.reference_logps(samples)
-        return float(sequence_logratio(logp, ref, mask, average=False).mean())
+        return float(sequence_kl(logp, ref, mask).mean())
 
     # -- updates -----------------------------------------------------------------------------------
 
@@ -195,7 +195,7 @@ class Learner:
 
     def _kl_cached(self, seqs: Sequence[Sample], refs: list[Tensor]) -> float:
         logp, mask = self.policy_logps(seqs, grad=False)
-        return float(sequence_logratio(logp, pad_rows(refs)[0], mask, average=False).mean())
+        return float(sequence_kl(logp, pad_rows(refs)[0], mask).mean())
 
     def _skip(self, why: str) -> dict:
         return {"skipped": why, "units": 0, "version": self.version}
