@@ -112,13 +112,12 @@ def side_table(vf: pd.DataFrame) -> pd.DataFrame:
     two is the judge's order bias, which a schedule balanced by seat keeps out of `honest_win`."""
     rows = []
     for proto, g in vf[vf.protocol.isin(DEBATE_PROTOCOLS) & ~vf.failed].groupby("protocol"):
-        honest = (g.winner == g.correct).sum()
+        honest = rate((g.winner == g.correct).sum(), len(g))
         seated = g[g.first_side.notna()]
         first = (seated.winner == seated.first_side).sum()
         honest_first = seated[seated.first_side == seated.correct]
         honest_second = seated[seated.first_side != seated.correct]
-        rows.append(dict(protocol=proto, n=len(g), honest_win=rate(honest, len(g)).value,
-                         honest_low=rate(honest, len(g)).low, honest_high=rate(honest, len(g)).high,
+        rows.append(dict(protocol=proto, n=len(g), honest_win=honest.value, honest_low=honest.low, honest_high=honest.high,
                          first_speaker_win=first / len(seated) if len(seated) else math.nan,
                          n_honest_first=len(honest_first),
                          honest_win_first=_win_rate(honest_first), honest_win_second=_win_rate(honest_second)))

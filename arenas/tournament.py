@@ -69,13 +69,13 @@ def prepare_run(cfg: TournamentConfig, run: str, store: Store, questions: Option
 
     A run that already has transcripts keeps the plan it was made with: a resumed run plans nothing new,
     even where the schedule has changed since (the first speaker's side, say), so it never gains a
-    second set of debates."""
+    second set of debates. The stored plan comes back as headers: the caller reads the speeches once."""
     store.add_run(RunInfo(name=run, kind="tournament", config=dump(cfg), created=time.time()))
     save_config(cfg, run, store)
     questions = questions_of(cfg) if questions is None else questions
     store.add_questions(run, questions)
     if store.count("transcripts", run):
-        return store.transcripts(run), {q.id: q for q in questions}
+        return store.transcripts(run, speeches=False), {q.id: q for q in questions}
     planned = round_robin(
         run, [e.name for e in cfg.entries], questions, list(protocols_of(cfg).values()), cfg.samples, cfg.quotes.mode
     )

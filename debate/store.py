@@ -209,13 +209,16 @@ class Store:
     def add_speeches(self, speeches: Iterable[Speech]) -> None:
         self._write(_S_SQL, _s_rows(speeches))
 
-    def transcripts(self, run: str, status: Optional[str] = None) -> list[Transcript]:
-        """The run's transcripts with their speeches attached, in a stable order."""
+    def transcripts(self, run: str, status: Optional[str] = None, speeches: bool = True) -> list[Transcript]:
+        """The run's transcripts with their speeches attached (`speeches=False`: headers only, the speeches
+        not read), in a stable order."""
         sql = "SELECT json FROM transcripts WHERE run = ?" + (" AND status = ?" if status else "") + " ORDER BY id"
         args = (run, status) if status else (run,)
         headers = [from_json(Transcript, r[0]) for r in self._conn().execute(sql, args).fetchall()]
-        speeches = self._speeches_by_transcript(run, status)
-        return [_with_speeches(t, speeches.get(t.id, [])) for t in headers]
+        if not speeches:
+            return headers
+        by_id = self._speeches_by_transcript(run, status)
+        return [_with_speeches(t, by_id.get(t.id, [])) for t in headers]
 
     def transcript(self, transcript_id: str) -> Optional[Transcript]:
         """One transcript with its speeches, without reading the whole run; None if absent."""
