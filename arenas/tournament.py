@@ -147,9 +147,11 @@ def ensure_model(model: str, progress: bool = True, train: bool = True) -> None:
                           f"train it with `debate judge train --preset {name}`, or drop --no-train")
     from judges.train import train_judge
 
+    cfg = train_config(None, name)
+    ensure_model(cfg.base_model, progress, train)  # a preset may start from another trained judge
     print(f"trained judge {name!r} is not in the cache yet: training it first, once ({expected_minutes(name)}; "
           f"stored in {judge_dir(name)}; --no-train refuses instead)", flush=True)
-    train_judge(train_config(None, name), progress=progress)
+    train_judge(cfg, progress=progress)
 
 
 def run_tournament(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 from debate.records import Question
@@ -252,3 +252,14 @@ def deciding_sentence(q: Question) -> str:
 def distractor_sentence(q: Question) -> str:
     """The passage sentence stating the wrong answer, about a different entity."""
     return _find(q, q.answers[1 - q.correct], same_entity=False)
+
+
+def twin_question(q: Question) -> Question:
+    """The same passage and answers under the question about the distractor's entity: the wrong answer's
+    fact is asked about, so the other answer is correct. A debate judged under both questions has the same
+    speeches and opposite labels, so only reading which entity each quote is about tells them apart (the
+    wrong-object check that a judge trained on plain debates learns last, if ever)."""
+    fact = _parse_fact(distractor_sentence(q))
+    if fact is None:  # distractor_sentence only returns sentences that parse
+        raise ValueError(f"question {q.id}: its distractor sentence does not parse")
+    return replace(q, id=f"{q.id}-twin", question=_question_text(fact), correct=1 - q.correct)

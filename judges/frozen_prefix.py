@@ -148,14 +148,14 @@ class FrozenPrefix:
         return [(ex.case.transcript.id, order) for ex, order, _ in shown], torch.tensor([target for _, _, target in shown])
 
     def logits(self, keys: list[tuple[str, int]], autocast: Optional[torch.dtype] = None) -> torch.Tensor:
-        """Letter logits from stored states through the top layers (call inside `upper`): the shared head once and
-        the rows continuing from its cache when every row has it, else each row whole."""
+        """Letter log-probabilities (as `LetterScorer.logits`) from stored states through the top layers (call inside
+        `upper`): the shared head once and the rows continuing from its cache when every row has it, else each row whole."""
         with torch.autocast(self.model.device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
             if self.head is not None and all(k in self.tails for k in keys):
                 out = self._from_head([self.tails[k] for k in keys])
             else:
                 out = self._whole([self.states[k] for k in keys])
-        return out[:, self.scorer.letter_ids].float()
+        return letter_logprobs(out, self.scorer.letter_ids)
 
     def _whole(self, states: list[torch.Tensor]) -> torch.Tensor:
         x, mask, _ = _left_padded(states, 0)
@@ -170,6 +170,11 @@ class FrozenPrefix:
         mask = torch.cat([mask.new_ones(len(tails), n), mask], dim=1)
         hidden = inner(inputs_embeds=x, attention_mask=mask, position_ids=positions, use_cache=True, **{_CACHE_ARG: cache}).last_hidden_state
         return self.model.lm_head(hidden[:, -1, :])
+
+
+def letter_logprobs(out: torch.Tensor, letter_ids: Sequence[int]) -> torch.Tensor:
+    """Rows of next-token logits -> the log-probabilities of the answer letters over the whole vocabulary, in float32."""
+    return torch.log_softmax(out.float(), dim=-1)[:, letter_ids]
 
 
 # decoder layers whose forward is exactly: x + attn(norm1(x)), then h + mlp(norm2(h)) (the wrapper below relies on it)

@@ -2,21 +2,23 @@
 
 Three kinds: templated honest-versus-dishonest debates over synthetic questions (the dishonest side
 quotes a verified sentence about the wrong object, or invents an unverified quote), debates generated
-by the harness's own debaters, and blind cases (question and answers only). All are plain
+by the harness's own debaters, and blind cases (question and answers only). Twins of either of the first
+two: the same speeches under the question about the other entity, label flipped. All are plain
 `judges.base.Case` objects, so training, evaluation and tournaments judge the same prompts.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 from debate.protocols import Protocol, get_protocol
 from debate.quotes import QuoteRules, find_quotes
 from debate.records import Question, Seat, Speech, Transcript, stable_id
 from debate.speech_templates import DISHONEST, FILLER, HONEST
-from debate.synthetic import deciding_sentence, distractor_sentence
+from debate.synthetic import deciding_sentence, distractor_sentence, twin_question
+from debate.training.quote_stats import speech_supports
 from judges.base import Case
 
 DEBATE = get_protocol("debate", rounds=1, word_limit=200)
@@ -29,7 +31,7 @@ class Example:
 
     case: Case
     kind: str  # templated, generated or blind
-    trick: str = ""  # dishonest strategy: wrong-object (verified) or invented (unverified)
+    trick: str = ""  # dishonest strategy: wrong-object (verified) or invented (unverified); twins add "twin"
     honest_first: bool = True
     honest_longer: bool = False
 
@@ -89,6 +91,51 @@ def templated(questions: Sequence[Question], seed: int, rules: QuoteRules = Quot
     return out
 
 
+def twins(examples: Sequence[Example]) -> list[Example]:
+    """The twin of each debate whose dishonest side quotes the fact about the other entity (a verified quote
+    holding it): the same speeches judged under the question about that entity (`twin_question`), so the
+    label flips and the side that quoted the asked entity's fact is right in each. Trained side by side, the
+    pair is told apart only by which entity each quote is about: on the embedded model, the top 4 layers of
+    judge:embedded went from 0.599 to 0.995 on held-out templated wrong-object debates with them (README,
+    Training). Debates whose twin would be decided by elimination alone (the dishonest side quotes nothing
+    true) and questions that are not synthetic get no twin."""
+    out = []
+    for ex in examples:
+        try:
+            q2 = twin_question(ex.case.question)
+        except ValueError:
+            continue
+        t = ex.case.transcript
+        if not any(speech_supports(s, q2) for s in t.speeches if s.side == q2.correct):
+            continue
+        t2 = replace(t, id=stable_id("twin", t.id), question_id=q2.id)
+        first, longer = _seating(t2, q2)
+        out.append(replace(ex, case=Case(t2, q2, ex.case.protocol), trick=f"{ex.trick}-twin".lstrip("-"),
+                           honest_first=first, honest_longer=longer))
+    return out
+
+
+def shuffled_with_twins(examples: Sequence[Example], rng: random.Random) -> list[Example]:
+    """The examples in a random order, each twin right after its debate, so that most steps see both and the
+    gradient that tells them apart (the entity the question names) is not averaged over other batches.
+    Without twins this is a plain shuffle."""
+    twin_of = {stable_id("twin", ex.case.transcript.id): ex.case.transcript.id for ex in examples}
+    groups: dict[str, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(twin_of.get(ex.case.transcript.id, ex.case.transcript.id), []).append(ex)
+    order = list(groups.values())
+    rng.shuffle(order)
+    return [ex for group in order for ex in group]
+
+
+def evidence_decides(ex: Example) -> bool:
+    """Whether the debate's quotes decide it: the honest side quotes the deciding fact and the dishonest side
+    does not. A judge that checks evidence gets these right; on the rest it can only guess or use other cues."""
+    q, speeches = ex.case.question, ex.case.transcript.speeches  # not synthetic: no deciding fact, never decided
+    return (any(speech_supports(s, q) for s in speeches if s.side == q.correct)
+            and not any(speech_supports(s, q) for s in speeches if s.side != q.correct))
+
+
 def blind(questions: Sequence[Question]) -> list[Example]:
     """Question and answers only: a sound judge is near chance here."""
     return [
@@ -104,12 +151,15 @@ def from_transcripts(transcripts: Sequence[Transcript], questions: dict[str, Que
         if t.status != "complete":
             continue
         q = questions[t.question_id]
-        honest = [s for s in t.speeches if s.side == q.correct]
-        liar = [s for s in t.speeches if s.side != q.correct]
-        first_side = t.speeches[0].side if t.speeches else q.correct
-        longer = sum(s.n_words for s in honest) > sum(s.n_words for s in liar)
-        out.append(Example(Case(t, q, protocol), "generated", "", first_side == q.correct, longer))
+        out.append(Example(Case(t, q, protocol), "generated", "", *_seating(t, q)))
     return out
+
+
+def _seating(t: Transcript, q: Question) -> tuple[bool, bool]:
+    """Whether the honest side speaks first, and whether its speeches have more words."""
+    honest = sum(s.n_words for s in t.speeches if s.side == q.correct)
+    liar = sum(s.n_words for s in t.speeches if s.side != q.correct)
+    return (t.speeches[0].side == q.correct if t.speeches else True), honest > liar
 
 
 def generate_debates(questions: Sequence[Question], policy: Any, max_new_tokens: int, seed: int, progress: bool = True) -> list[Example]:

@@ -23,7 +23,11 @@ from debate.intervals import wilson_interval
 from debate.records import to_dict
 from debate.training.config import TrainConfig, check_cached
 from debate.training.warm_start import probe_debates, protocol_of
-from judges.judge_data import Example, from_transcripts, templated
+from judges.judge_data import Example, evidence_decides, from_transcripts, templated
+
+
+# reward-model settings added after caches were made, with the value every earlier cache was made with
+ADDED_SETTINGS = {"twins": False, "letter_mass": 0.0}
 
 
 def _accuracy(scorer: Any, examples: list[Example]) -> dict:
@@ -61,7 +65,7 @@ def judge_config(cfg: TrainConfig, debater: Path) -> Any:
         train_questions=rm.templated_questions, val_questions=rm.val_questions, test_questions=rm.test_questions,
         generated_train=rm.policy_questions, generated_test=0, debater_max_new_tokens=cfg.max_new_tokens,
         debater_model=str(debater), train_seed=s["train"], val_seed=s["validation"], test_seed=s["test"],
-        seed=cfg.seed, min_letter_mass=cfg.min_letter_mass, device=cfg.device, threads=cfg.threads,
+        twins=rm.twins, letter_mass=rm.letter_mass, seed=cfg.seed, min_letter_mass=cfg.min_letter_mass, device=cfg.device, threads=cfg.threads,
         warmup_steps=min(10, max(1, (rm.templated_questions + 2 * rm.policy_questions) // rm.batch_debates // 5)),
     )
 
@@ -106,7 +110,9 @@ def train_reward_model(cfg: TrainConfig, debater: Path, progress: bool = True,
         "train": templated(train_q[: rm.templated_questions], jcfg.seed) + from_transcripts(policy_train, by_id, protocol),
         "val": templated(val_q, jcfg.seed),
     }
-    tests = {"policy": from_transcripts(policy_test, by_id, protocol), "templated": templated(test_q, jcfg.seed)}
+    policy = from_transcripts(policy_test, by_id, protocol)
+    # the policy debates whose quotes decide them: what a judge that checks evidence can get right
+    tests = {"policy": policy, "policy_decided": [ex for ex in policy if evidence_decides(ex)], "templated": templated(test_q, jcfg.seed)}
 
     from debate.prompts import load_prompts
 
@@ -153,6 +159,9 @@ def ensure_reward_model(cfg: TrainConfig, debater: Path, progress: bool = True,
     if meta_path.exists() and (folder / "model" / "config.json").exists():
         meta = json.loads(meta_path.read_text())
         now = {"reward_model": asdict(cfg.reward_model), "debater": str(debater)}
+        for key, before in ADDED_SETTINGS.items():  # a cache made before a setting existed was made with its old value
+            if key not in (meta.get("reward_model") or {}) and now["reward_model"][key] == before:
+                del now["reward_model"][key]
         check_cached("reward model", folder, {k: meta.get(k) for k in now}, now, "reward_model.name")
         return folder, meta
     return train_reward_model(cfg, debater, progress, ensure_init)

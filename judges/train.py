@@ -34,8 +34,8 @@ from debate.configs import ConfigError
 from debate.embedded import judge_dir, resolve_model
 from debate.precision import DTYPES, autocast_dtype, device_type, lower_dtype, serving_dtype
 from debate.prompts import load_prompts
-from judges.frozen_prefix import FrozenPrefix
-from judges.judge_data import Example, generate_debates, presentations, templated
+from judges.frozen_prefix import FrozenPrefix, letter_logprobs
+from judges.judge_data import Example, generate_debates, presentations, shuffled_with_twins, templated, twins
 from judges.model_judge import CANDIDATES, speech_pairs
 from judges.validation import accuracy_on, serving_check
 
@@ -62,6 +62,7 @@ class JudgeTrainConfig:
     test_questions: int = 100
     generated_train: int = 16  # questions whose debates the base model's debaters generate (x2 seatings)
     generated_test: int = 16
+    twins: bool = False  # also train on each training debate's twin (judges.judge_data.twins): the wrong-object check
     debater_max_new_tokens: int = 40
     debater_model: str = ""  # the model whose debaters write the generated debates ("": the base model)
     train_seed: int = 101  # question seeds: train, validation and test sets are disjoint by seed
@@ -72,6 +73,7 @@ class JudgeTrainConfig:
     lower_dtype: str = "auto"  # cache_lower: dtype of the lower layers' one pass (auto: bfloat16 where native, else float32)
     warmup_steps: int = 10  # linear warm-up, then cosine decay to zero over the remaining steps
     max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    letter_mass: float = 0.0  # weight of mass_loss: keeps the answer letters' share of the vocabulary up
     autocast: str = "off"  # steps under autocast: off (float32), bfloat16, or auto (bfloat16 on a CUDA GPU that has it)
     serve_dtype: str = "auto"  # dtype the judge is validated and served in (auto: tried in the device's default, then float32)
     min_letter_mass: float = 1e-4  # the model judge's floor: below it a verdict fails (checked at the end of training)
@@ -139,16 +141,18 @@ class LetterScorer:
         return texts, torch.tensor(targets)
 
     def logits(self, texts: list[str], autocast: Optional[torch.dtype] = None) -> torch.Tensor:
+        """The letters' log-probabilities over the whole vocabulary at the answer position: as logits of the two
+        letters they give the same ce and bt losses (both ignore a shift), and their log-sum-exp is the letter mass."""
         batch = self.backend.encode(texts)
         device = self.backend.model.device
         ctx = torch.autocast(device.type, dtype=autocast) if autocast is not None else nullcontext()
         with ctx:
             out = self.backend.model(**batch, logits_to_keep=1).logits[:, -1, :]
-        return out[:, self.letter_ids].float()
+        return letter_logprobs(out, self.letter_ids)
 
 
 def judge_loss(objective: str, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Loss over rows in pairs (order 0, order 1) of the same debate; logits are [A, B] per row."""
+    """Loss over rows in pairs (order 0, order 1) of the same debate; logits are [A, B] per row (any shift)."""
     if objective == "ce":
         return F.cross_entropy(logits, targets.to(logits.device))
     if objective == "ce+bt":
@@ -157,6 +161,17 @@ def judge_loss(objective: str, logits: torch.Tensor, targets: torch.Tensor) -> t
     reward0 = (margin[0::2] - margin[1::2]) / 2  # answer 0 is A in order 0 and B in order 1
     sign = torch.where(targets[0::2] == 0, 1.0, -1.0).to(logits.device)  # order-0 target is the correct answer
     return -F.logsigmoid(sign * reward0).mean()
+
+
+MASS_HINGE = 0.01  # the letters' share of the vocabulary below which mass_loss pushes back (the judge's floor is 1e-4)
+
+
+def mass_loss(logprobs: torch.Tensor) -> torch.Tensor:
+    """How far -log of the probability the model puts on the two letters together is above -log(MASS_HINGE),
+    averaged over rows: ce and bt see the letters only relative to each other, so training can leave them a tiny
+    share of the vocabulary (twins took it to 2e-9, under the model judge's floor: failed verdicts). Zero while
+    the mass is above the hinge, so it only stops the collapse. Its weight is `letter_mass`."""
+    return F.relu(-torch.logsumexp(logprobs, dim=-1) + math.log(MASS_HINGE)).mean()
 
 
 def freeze_below(model: Any, top: int) -> None:
@@ -203,6 +218,8 @@ def training_step(
     device = str(scorer.backend.model.device)
     logits, targets = batch_logits(scorer, examples, orders, autocast_dtype(device, cfg.autocast), prefix)
     loss = judge_loss(cfg.objective, logits, targets)
+    if cfg.letter_mass:
+        loss = loss + cfg.letter_mass * mass_loss(logits)
     loss.backward()
     if cfg.max_grad_norm > 0:
         params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -263,6 +280,8 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
                                        threads=cfg.threads or None, name="judge")
     precision = resolved_precision(cfg, str(base.model.device))
     data = data if data is not None else build_data(cfg, base, progress)
+    if cfg.twins:
+        data = {**data, "train": data["train"] + twins(data["train"])}
     scorer = LetterScorer(base, load_prompts("default"))
     model = base.model
     prefix = None
@@ -288,7 +307,7 @@ def train_judge(cfg: JudgeTrainConfig, progress: bool = True, out: Optional[Path
         val0 = accuracy_on(scorer, data["val"], autocast, prefix=prefix)
         model.train()
         for epoch in range(cfg.epochs):
-            rng.shuffle(train)
+            train = shuffled_with_twins(train, rng)
             losses = []
             for k in range(0, len(train), cfg.batch_debates):
                 chunk = train[k : k + cfg.batch_debates]
@@ -332,6 +351,7 @@ def _save(folder: Path, cfg: JudgeTrainConfig, base: Any, data: dict, history: l
         "config": asdict(cfg),
         "data": {
             "train_examples": len(data["train"]), "val_examples": len(data["val"]),
+            "twins": sum(ex.trick.endswith("twin") for ex in data["train"]),
             "seeds": {"train": cfg.train_seed, "validation": cfg.val_seed, "test": cfg.test_seed},
             "disjoint": "train, validation and test questions come from different seeds; ids and passages checked disjoint",
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 from debate.configs import ConfigError
 from debate.prompts import load_prompts
 from debate.synthetic import generate
-from judges.judge_data import blind, templated
+from judges.judge_data import blind, shuffled_with_twins, templated, twins
 from judges.train import JudgeTrainConfig, LetterScorer, judge_loss, split_questions, train_judge, training_step
 
 
@@ -53,6 +54,21 @@ def test_loss_formulas():
     assert math.isclose(float(judge_loss("ce+bt", logits, targets)), float(ce) + expected, rel_tol=1e-5)
 
 
+def test_mass_loss_is_zero_above_the_hinge_and_grows_below_it_while_ce_and_bt_ignore_the_mass():
+    from judges.train import MASS_HINGE, mass_loss
+
+    healthy = torch.log(torch.tensor([[0.3, 0.2], [0.1, 0.05]]))
+    assert float(mass_loss(healthy)) == 0.0
+    low = torch.log(torch.tensor([[1e-5, 1e-5], [0.3, 0.2]]))
+    assert math.isclose(float(mass_loss(low)), math.log(MASS_HINGE / 2e-5) / 2, rel_tol=1e-5)
+    lost = low.clone().requires_grad_(True)
+    mass_loss(lost).backward()
+    assert (lost.grad[0] < 0).all() and (lost.grad[1] == 0).all()  # descent raises the low row's letters only
+    targets = torch.tensor([0, 1])
+    for objective in ("ce", "ce+bt"):  # a shift of both letters (the mass) leaves the objectives unchanged
+        assert math.isclose(float(judge_loss(objective, healthy, targets)), float(judge_loss(objective, healthy - 7.0, targets)), rel_tol=1e-6)
+
+
 def test_bt_ignores_a_letter_bias_that_ce_pays_for():
     """A constant preference for the letter A (the base model's bias) changes ce but not bt: bt's gradient
     goes to the content from the first step, the reason the embedded preset trains on ce+bt."""
@@ -78,6 +94,42 @@ def test_templated_data_is_deterministic_and_labelled():
         assert "<v_quote>" in honest[0].judge_text
     assert {e.trick for e in a} == {"wrong-object", "invented"}
     assert all(not e.case.transcript.speeches for e in blind(qs))
+
+
+def test_twins_flip_the_label_of_wrong_object_debates_only():
+    qs = generate(30, seed=5)
+    plain = templated(qs, seed=1)
+    twin = twins(plain)
+    wrong_object = [e for e in plain if e.trick == "wrong-object"]
+    assert wrong_object and len(twin) == len(wrong_object)  # an invented quote holds no fact: no twin
+    for ex, tw in zip(wrong_object, twin):
+        t, t2 = ex.case.transcript, tw.case.transcript
+        assert [s.judge_text for s in t2.speeches] == [s.judge_text for s in t.speeches]  # the same speeches
+        assert tw.label == 1 - ex.label and tw.case.question.question != ex.case.question.question
+        assert t2.id != t.id and t2.question_id == tw.case.question.id and tw.trick == "wrong-object-twin"
+        assert tw.honest_first != ex.honest_first
+    # a debate whose dishonest side quotes nothing has no twin: it would be decided by elimination
+    q = qs[0]
+    ex = next(e for e in plain if e.case.question.id == q.id)
+    mute = [s for s in ex.case.transcript.speeches if s.side == ex.label]
+    bare = type(ex)(type(ex.case)(replace(ex.case.transcript, speeches=tuple(mute)), q, ex.case.protocol), "generated")
+    assert twins([bare]) == []
+
+
+def test_shuffle_keeps_each_twin_after_its_debate_and_is_plain_without_twins():
+    import random
+
+    plain = templated(generate(30, seed=5), seed=1)
+    both = plain + twins(plain)
+    out = shuffled_with_twins(both, random.Random(3))
+    assert sorted(e.case.transcript.id for e in out) == sorted(e.case.transcript.id for e in both)
+    for k, ex in enumerate(out):
+        if ex.trick.endswith("twin"):
+            assert out[k - 1].case.transcript.speeches == ex.case.transcript.speeches and out[k - 1].label != ex.label
+    assert [e.case.transcript.id for e in out] != [e.case.transcript.id for e in both]
+    expected = list(plain)
+    random.Random(3).shuffle(expected)
+    assert shuffled_with_twins(plain, random.Random(3)) == expected  # judges trained without twins see the same order
 
 
 def test_train_validation_and_test_questions_never_overlap():
@@ -264,3 +316,27 @@ def test_order_comparing_objectives_need_both_orders(objective):
 def test_zero_epochs_is_refused():
     with pytest.raises(ConfigError, match="epochs and batch_debates"):
         JudgeTrainConfig(epochs=0)
+
+
+def test_a_judge_preset_that_starts_from_another_trains_that_one_first(tmp_path, monkeypatch):
+    """embedded-twins starts from judge:embedded: a bare cache trains embedded, then embedded-twins, each once."""
+    import judges.train as train_mod
+    from arenas.tournament import ensure_model
+    from debate.embedded import judge_dir
+
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path))
+    trained = []
+
+    def fake_train(cfg, progress=True):
+        trained.append((cfg.name, cfg.base_model))
+        (judge_dir(cfg.name) / "model").mkdir(parents=True)
+        (judge_dir(cfg.name) / "model" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(train_mod, "train_judge", fake_train)
+    ensure_model("judge:embedded-twins", progress=False)
+    assert trained == [("embedded", "embedded"), ("embedded-twins", "judge:embedded")]
+    ensure_model("judge:embedded-twins", progress=False)
+    assert len(trained) == 2
+    from judges.presets import train_config
+
+    assert train_config(None, "embedded-twins").twins and not train_config(None, "embedded").twins

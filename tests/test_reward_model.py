@@ -74,3 +74,16 @@ def test_tiny_reward_model(tiny_model_dir, tmp_path, monkeypatch):
     assert len((folder / "policy_test.jsonl").read_text().splitlines()) == 2
     monkeypatch.setattr(rm_mod, "train_reward_model", lambda *a, **k: pytest.fail("retrained"))
     assert ensure_reward_model(cfg, tiny_model_dir, progress=False) == (folder, meta)
+
+
+def test_a_cache_made_before_a_setting_existed_is_still_used(tiny_model_dir, tmp_path, monkeypatch):
+    """reward_model.twins came later: a cache without it was made without twins, and is reused for twins: false only."""
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path))
+    cfg = _cfg(tiny_model_dir)
+    folder, meta = ensure_reward_model(cfg, tiny_model_dir, progress=False)
+    del meta["reward_model"]["twins"]
+    (folder / "reward_model.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(rm_mod, "train_reward_model", lambda *a, **k: pytest.fail("retrained"))
+    assert ensure_reward_model(cfg, tiny_model_dir, progress=False)[0] == folder
+    with pytest.raises(ConfigError, match="twins"):
+        ensure_reward_model(_cfg(tiny_model_dir, twins=True), tiny_model_dir, progress=False)

@@ -11,6 +11,7 @@ from debate.synthetic import (
     distractor_sentence,
     generate,
     passage_sentences,
+    twin_question,
 )
 
 # Word-count bounds per preset; the passages must fit a small model's context on a CPU.
@@ -95,3 +96,15 @@ def test_edited_passage_is_reported() -> None:
     broken = type(q)(q.id, q.question, q.answers, q.correct, "Nothing here.", q.source, q.split)
     with pytest.raises(ValueError, match=q.id):
         deciding_sentence(broken)
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "hard"])
+def test_twin_question_asks_about_the_distractor_and_flips_the_answer(difficulty: str) -> None:
+    for q in generate(30, seed=9, difficulty=difficulty):
+        t = twin_question(q)
+        assert (t.passage, t.answers) == (q.passage, q.answers) and t.id != q.id
+        assert t.correct == 1 - q.correct and t.question != q.question
+        # the two questions swap their deciding and distractor sentences
+        assert deciding_sentence(t) == distractor_sentence(q)
+        assert distractor_sentence(t) == deciding_sentence(q)
+        assert twin_question(t).question == q.question

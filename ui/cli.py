@@ -192,7 +192,10 @@ def cmd_judge_train(args: argparse.Namespace) -> int:
     from judges.presets import train_config
     from judges.train import train_judge
 
+    from arenas.tournament import ensure_model
+
     cfg = train_config(args.config, args.preset, args.set or [])
+    ensure_model(cfg.base_model, progress=not args.quiet)  # a preset may start from another trained judge
     folder = train_judge(cfg, progress=not args.quiet)
     print(f"judge {cfg.name} stored in {folder}; a tournament names it as `model: judge:{cfg.name}`")
     if not args.no_eval:

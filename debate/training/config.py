@@ -57,6 +57,8 @@ class RewardModelConfig(_Fields):
     epochs: Annotated[Int, Field(ge=1)] = 2
     lr: Annotated[Float, Field(gt=0)] = 1e-4
     batch_debates: Annotated[Int, Field(ge=1)] = 4
+    twins: bool = False  # also train on twin debates, the same speeches under the other entity's question (judges.judge_data.twins)
+    letter_mass: Annotated[Float, Field(ge=0)] = 0.0  # weight of the judge trainer's letter-mass term (judges.train.mass_loss)
     seed: Int = 301
 
 
