@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,9 +34,11 @@ def _accuracy(scorer: Any, examples: list[Example]) -> dict:
     from judges.validation import accuracy_on
 
     n = len(examples)
-    k = round(accuracy_on(scorer, examples) * n) if n else 0
+    if not n:  # no debate of that kind (none decided by evidence, say): nothing to score, stored as null
+        return {"accuracy": None, "correct": 0, "n": 0, "low": None, "high": None}
+    k = round(accuracy_on(scorer, examples) * n)
     low, high = wilson_interval(k, n)
-    return {"accuracy": k / n if n else math.nan, "correct": k, "n": n, "low": low, "high": high}
+    return {"accuracy": k / n, "correct": k, "n": n, "low": low, "high": high}
 
 
 def seeds(cfg: TrainConfig) -> dict[str, int]:
@@ -65,7 +66,8 @@ def judge_config(cfg: TrainConfig, debater: Path) -> Any:
         train_questions=rm.templated_questions, val_questions=rm.val_questions, test_questions=rm.test_questions,
         generated_train=rm.policy_questions, generated_test=0, debater_max_new_tokens=cfg.max_new_tokens,
         debater_model=str(debater), train_seed=s["train"], val_seed=s["validation"], test_seed=s["test"],
-        twins=rm.twins, letter_mass=rm.letter_mass, seed=cfg.seed, min_letter_mass=cfg.min_letter_mass, device=cfg.device, threads=cfg.threads,
+        twins=rm.twins, letter_mass=rm.letter_mass, seed=cfg.seed, min_letter_mass=cfg.min_letter_mass,
+        device=cfg.device, threads=cfg.threads,
         warmup_steps=min(10, max(1, (rm.templated_questions + 2 * rm.policy_questions) // rm.batch_debates // 5)),
     )
 
@@ -112,7 +114,8 @@ def train_reward_model(cfg: TrainConfig, debater: Path, progress: bool = True,
     }
     policy = from_transcripts(policy_test, by_id, protocol)
     # the policy debates whose quotes decide them: what a judge that checks evidence can get right
-    tests = {"policy": policy, "policy_decided": [ex for ex in policy if evidence_decides(ex)], "templated": templated(test_q, jcfg.seed)}
+    tests = {"policy": policy, "policy_decided": [ex for ex in policy if evidence_decides(ex)],
+             "templated": templated(test_q, jcfg.seed)}
 
     from debate.prompts import load_prompts
 
@@ -142,6 +145,8 @@ def train_reward_model(cfg: TrainConfig, debater: Path, progress: bool = True,
     if progress:
         for kind in tests:
             b, a = before[kind], after[kind]
+            if not a["n"]:
+                continue
             print(f"reward model {rm.name}, held-out {kind} debates ({a['n']}): accuracy {b['accuracy']:.3f} "
                   f"[{b['low']:.2f}, {b['high']:.2f}] before -> {a['accuracy']:.3f} [{a['low']:.2f}, {a['high']:.2f}] after", flush=True)
     return folder, meta

@@ -8,6 +8,8 @@ Each debate is presented in both orders within a batch. Objectives:
   can saturate into ties;
 - ce+bt: the sum of both: bt's gradient ignores the model's letter bias, so the content is learned from
   the first steps instead of after the bias is trained away, and ce keeps the letters calibrated.
+`letter_mass` adds a hinge on the two letters' share of the next-token probability (`mass_loss`), and `twins`
+adds each wrong-object debate's twin (judges.judge_data.twins), the data that teaches the wrong-object check.
 Full fine-tune, the top N layers only (`train_layers`; the frozen lower layers then run once per prompt,
 see judges/frozen_prefix.py), or LoRA (merged for inference). The judge is stored with its config, data seeds and
 metrics under the cache, and a tournament names it as `model: judge:NAME`.
@@ -91,6 +93,8 @@ class JudgeTrainConfig:
             raise ConfigError(f"judge train: objective {self.objective} compares the two orders of a debate, so it needs orders: both")
         if self.epochs < 1 or self.batch_debates < 1:
             raise ConfigError("judge train: epochs and batch_debates must be at least 1")
+        if self.letter_mass < 0:
+            raise ConfigError(f"judge train letter_mass: {self.letter_mass} is negative; 0 turns the term off")
         for name in ("lower_dtype", "serve_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ConfigError(f"judge train {name}: unknown {getattr(self, name)!r}; known: {', '.join(DTYPES)}")

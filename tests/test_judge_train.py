@@ -313,6 +313,11 @@ def test_order_comparing_objectives_need_both_orders(objective):
         JudgeTrainConfig(objective=objective, orders="alternate")
 
 
+def test_negative_letter_mass_is_refused():
+    with pytest.raises(ConfigError, match="letter_mass"):
+        JudgeTrainConfig(letter_mass=-1.0)
+
+
 def test_zero_epochs_is_refused():
     with pytest.raises(ConfigError, match="epochs and batch_debates"):
         JudgeTrainConfig(epochs=0)

@@ -189,10 +189,9 @@ def _batch_sizes(text: str) -> list[int]:
 
 
 def cmd_judge_train(args: argparse.Namespace) -> int:
+    from arenas.tournament import ensure_model
     from judges.presets import train_config
     from judges.train import train_judge
-
-    from arenas.tournament import ensure_model
 
     cfg = train_config(args.config, args.preset, args.set or [])
     ensure_model(cfg.base_model, progress=not args.quiet)  # a preset may start from another trained judge
