@@ -164,9 +164,6 @@ def ensure_reward_model(cfg: TrainConfig, debater: Path, progress: bool = True,
     if meta_path.exists() and (folder / "model" / "config.json").exists():
         meta = json.loads(meta_path.read_text())
         now = {"reward_model": asdict(cfg.reward_model), "debater": str(debater)}
-        for key, before in ADDED_SETTINGS.items():  # a cache made before a setting existed was made with its old value
-            if key not in (meta.get("reward_model") or {}) and now["reward_model"][key] == before:
-                del now["reward_model"][key]
-        check_cached("reward model", folder, {k: meta.get(k) for k in now}, now, "reward_model.name")
+        check_cached("reward model", folder, {k: meta.get(k) for k in now}, now, "reward_model.name", ADDED_SETTINGS)
         return folder, meta
     return train_reward_model(cfg, debater, progress, ensure_init)

@@ -13,7 +13,7 @@ import torch
 from debate.configs import ConfigError
 from debate.prompts import load_prompts
 from debate.synthetic import generate
-from judges.judge_data import blind, shuffled_with_twins, templated, twins
+from judges.judge_data import blind, evidence_decides, shuffled_with_twins, templated, twins
 from judges.train import JudgeTrainConfig, LetterScorer, judge_loss, split_questions, train_judge, training_step
 
 
@@ -114,6 +114,16 @@ def test_twins_flip_the_label_of_wrong_object_debates_only():
     mute = [s for s in ex.case.transcript.speeches if s.side == ex.label]
     bare = type(ex)(type(ex.case)(replace(ex.case.transcript, speeches=tuple(mute)), q, ex.case.protocol), "generated")
     assert twins([bare]) == []
+
+
+def test_evidence_decides_only_when_the_honest_side_alone_holds_the_deciding_fact():
+    plain = templated(generate(12, seed=5), seed=1)
+    assert all(evidence_decides(ex) for ex in plain)  # honest quotes the deciding sentence; the other side never does
+    assert all(evidence_decides(ex) for ex in twins(plain))  # a twin is decided by the quote the original liar gave
+    ex = plain[0]
+    liar_only = tuple(s for s in ex.case.transcript.speeches if s.side != ex.label)
+    bare = type(ex)(type(ex.case)(replace(ex.case.transcript, speeches=liar_only), ex.case.question, ex.case.protocol), "generated")
+    assert not evidence_decides(bare)
 
 
 def test_shuffle_keeps_each_twin_after_its_debate_and_is_plain_without_twins():

@@ -162,15 +162,24 @@ def train_config(config: Optional[str], preset: Optional[str], overrides: Sequen
     return load_config(TrainConfig, PRESET_DIR, config, preset, "cpu-smoke", "training preset", overrides, "iterations=1")
 
 
-def check_cached(what: str, folder: Path, cached: dict, now: dict, name_field: str) -> None:
+def check_cached(what: str, folder: Path, cached: dict, now: dict, name_field: str, added: Optional[dict] = None) -> None:
     """A cached stage (warm start, reward model) is reused only when it was made with the same settings;
-    otherwise the error names the first differing field and the two ways out."""
+    otherwise the error names the first differing field and the two ways out. `added` names settings that
+    came after caches were made, with the value every earlier cache was made with: a cached record (at any
+    depth) without one of them counts as having that value."""
     import json
 
     def plain(d: dict) -> dict:
         return json.loads(json.dumps(d, default=str))
 
+    def fill(c: object, n: object) -> object:
+        if not (isinstance(c, dict) and isinstance(n, dict)):
+            return c
+        out = {k: fill(v, n.get(k)) for k, v in c.items()}
+        return {**{k: v for k, v in (added or {}).items() if k in n and k not in c}, **out}
+
     cached, now = plain(cached), plain(now)
+    cached = fill(cached, now)
     for key in sorted(set(cached) | set(now)):
         if cached.get(key) != now.get(key):
             raise ConfigError(f"{what} cached in {folder} was made with {key}={cached.get(key)!r}, this config has "
