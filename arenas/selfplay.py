@@ -103,6 +103,16 @@ def rewards_for(s: Session, games: Sequence[Any], samples: Sequence[Any]) -> tup
     return scored, info
 
 
+def reward_evidence(s: Session, scored: Sequence[Any]) -> dict:
+    """How far the iteration's reward follows the evidence (quote_stats.evidence_agreement), read from the
+    stored games the samples came from (rollouts, or the branches of `reward: turn`)."""
+    from debate.training.quote_stats import evidence_agreement, supporting_by_speech
+
+    ids = {x.transcript_id for x in scored}
+    games = [t for t in s.store.transcripts(s.run) if t.id in ids]
+    return evidence_agreement(scored, supporting_by_speech(games, s.questions))
+
+
 def run_iteration(s: Session, it: int) -> dict:
     """One iteration: rollouts, rewards and an update (it >= 1), then the held-out evaluation."""
     cfg, t0 = s.cfg, time.perf_counter()
@@ -117,6 +127,7 @@ def run_iteration(s: Session, it: int) -> dict:
             samples = samples_of(games, s.questions, protocol, lambda msgs: s.learner.call("render", msgs))
             scored, info = rewards_for(s, games, samples)
         row.update(info)
+        row.update(reward_evidence(s, scored))
         row["rollout_seconds"] = round(time.perf_counter() - t0, 1)
         units = R.usable(get_objective(cfg.objective).kind, scored)
         row["units"] = units

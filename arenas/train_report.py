@@ -15,7 +15,8 @@ from arenas.selfplay_eval import hacking_signs
 COLUMNS = {  # shown column -> metric (with its interval where it has one)
     "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
     "honest quotes": "honest_supporting", "invented": "dishonest_invented", "verified": "verified_rate",
-    "words": "mean_words", "KL": "kl", "reward (honest)": "reward_honest", "units": "units", "loss": "loss",
+    "words": "mean_words", "KL": "kl", "reward (honest)": "reward_honest",
+    "reward ~ evidence": "evidence_agreement", "units": "units", "loss": "loss",
     "seconds": "seconds",
 }
 PANELS = [("judge_accuracy", "training judge accuracy"), ("heldout_accuracy", "held-out judge accuracy"),

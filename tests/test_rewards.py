@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from debate.training.rewards import (assign_rewards, best_worst_pairs, kto_examples, side_rewards, usable,
@@ -95,3 +97,23 @@ def test_kto_examples_and_usable():
     assert usable("pairs", solo) == usable("labelled", solo) == usable("tokens", solo) == 0
     with pytest.raises(ValueError, match="pairs, labelled, tokens"):
         usable("nope", samples)
+
+
+def test_evidence_agreement_compares_supporting_and_other_speeches_within_a_group_only():
+    from debate.training.quote_stats import evidence_agreement
+
+    samples = [  # group q1 side 0: two supporting, two not; group q2: one of each, the reward backwards
+        S("a", "t1", reward=0.8), S("b", "t2", reward=0.2), S("c", "t3", reward=0.2), S("d", "t4", reward=-0.4),
+        S("e", "t5", q="q2", reward=-0.6), S("f", "t6", q="q2", reward=0.6),
+        S("g", "t7", q="q3", reward=0.9),  # alone in its group: nothing to compare
+        S("h", "t1", side=1, reward=-0.8),  # a dishonest speech: not in the map, never compared
+    ]
+    supporting = {"a": True, "b": True, "c": False, "d": False, "e": True, "f": False, "g": True}
+    out = evidence_agreement(samples, supporting)
+    # q1: a>c, a>d, b=c (tie), b>d agree 3, tie 1; q2: e<f disagrees; across groups nothing is compared
+    assert out["evidence_comparisons"] == 5 and out["evidence_disagreeing"] == 1
+    assert out["evidence_agreement"] == pytest.approx(3 / 5)
+    flipped = evidence_agreement(samples, {k: not v for k, v in supporting.items()})
+    assert flipped["evidence_agreement"] == pytest.approx(1 / 5) and flipped["evidence_disagreeing"] == 3
+    none = evidence_agreement(samples, {k: True for k in supporting})
+    assert none["evidence_comparisons"] == 0 and math.isnan(none["evidence_agreement"])

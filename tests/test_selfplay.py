@@ -59,6 +59,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     for r in result.rows[1:]:
         assert r["samples"] + r["dropped"] == 3 * 2 * 2, r  # questions x samples x two speeches
         assert "judge_accuracy" in r and "heldout_accuracy_n" in r and r["kl"] == r["kl"]
+        assert r["evidence_comparisons"] >= 0 and "evidence_agreement" in r  # the random model rarely quotes
     assert result.rows[0]["kl"] == 0.0
     train_q, heldout_q = split_questions(cfg)
     transcripts = result.store.transcripts("r")

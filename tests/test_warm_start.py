@@ -13,7 +13,7 @@ from debate.quotes import QuoteRules, find_quotes
 from debate.records import Seat, Speech, Transcript
 from debate.synthetic import deciding_sentence, distractor_sentence, generate
 from debate.training.config import TrainConfig
-from debate.training.quote_stats import quote_stats, quote_supports, supporting_by_transcript
+from debate.training.quote_stats import quote_stats, quote_supports, supporting_by_speech, supporting_by_transcript
 from debate.training import warm_start as ws_mod
 from debate.training.warm_start import collate, demonstrations, encode_demos, ensure_warm_start, mean_loss, sft
 
@@ -144,6 +144,8 @@ def test_quote_stats_hand_counted():
     words = sum(len(x.text.split()) for t in (t1, t2) for x in t.speeches)
     assert math.isclose(s["mean_words"], words / 4)
     assert supporting_by_transcript([t1, t2, t3], {q.id: q for q in (q1, q2, custom)}) == {"t1": True, "t2": False}
+    # per honest speech, keyed like a sample (transcript id:speech index); dishonest and non-synthetic left out
+    assert supporting_by_speech([t1, t2, t3], [q1, q2, custom]) == {"t1:0": True, "t2:0": False}
 
 
 def test_supporting_rule_fragments():

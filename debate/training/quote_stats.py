@@ -18,6 +18,7 @@ from typing import Mapping, Optional, Sequence, Union
 from debate.quotes import normalise
 from debate.records import Question, Quote, Speech, Transcript
 from debate.synthetic import deciding_sentence
+from debate.training.samples import Sample
 
 MIN_OVERLAP = 5
 Questions = Union[Mapping[str, Question], Sequence[Question]]
@@ -139,3 +140,50 @@ def format_stats(s: dict) -> str:
     return (f"{s['speeches']} speeches: tagged {s['tag_rate']:.2f}, verified {s['verified_rate']:.2f}, honest supporting "
             f"{s['honest_supporting_rate']:.2f}, dishonest invented {s['dishonest_invented_rate']:.2f}, "
             f"{s['quotes_per_speech']:.2f} quotes and {s['mean_words']:.1f} words a speech")
+
+
+def supporting_by_speech(transcripts: Sequence[Transcript], questions: Questions) -> dict[str, bool]:
+    """Per honest speech (key `transcript id:speech index`, a sample's key): does it hold the deciding fact.
+    Dishonest speeches and transcripts over non-synthetic questions are left out."""
+    qs = _by_id(questions)
+    out: dict[str, bool] = {}
+    for t in transcripts:
+        q = qs.get(t.question_id)
+        deciding = _deciding(q) if q is not None else None
+        if deciding is None:
+            continue
+        for s in t.speeches:
+            if s.side == q.correct:
+                out[f"{t.id}:{s.index}"] = speech_supports(s, q, deciding)
+    return out
+
+
+def evidence_agreement(samples: Sequence[Sample], supporting: Mapping[str, bool], margin: float = 1e-6) -> dict:
+    """Does the reward follow the evidence? Within each comparison group (`Sample.group`: question, side,
+    turn, branch point), every two honest speeches of which one holds the deciding fact and the other does
+    not are a comparison; it agrees when the supporting speech's reward is higher (by more than `margin`),
+    disagrees when lower, and ties otherwise.
+
+    `evidence_agreement` = agreeing / comparisons (nan with none): 1.0 means the reward teaches the honest side
+    to quote the deciding fact wherever its samples differ in that; 0.5 with as many disagreeing is noise.
+    `evidence_comparisons` counts them (comparisons share samples, so they are not independent: no interval).
+    Under `reward: verifiable` with one round it is 1.0 by construction (with more, a speech is rewarded for
+    its side's quoting in any round)."""
+    groups: dict[tuple, list[Sample]] = {}
+    for s in samples:
+        if s.key in supporting:
+            groups.setdefault(s.group, []).append(s)
+    agree = disagree = tie = 0
+    for members in groups.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1:]:
+                if supporting[a.key] == supporting[b.key]:
+                    continue
+                good, bad = (a, b) if supporting[a.key] else (b, a)
+                d = good.reward - bad.reward
+                agree += d > margin
+                disagree += d < -margin
+                tie += abs(d) <= margin
+    n = agree + disagree + tie
+    return {"evidence_agreement": agree / n if n else float("nan"), "evidence_comparisons": n,
+            "evidence_disagreeing": disagree}
