@@ -142,9 +142,9 @@ def run_iteration(s: Session, it: int) -> dict:
     stored = s.play(plan_eval(s.run, it, s.heldout_q, protocol), s.judges)
     eval_samples = samples_of([t for t in stored if "self" in t.tags], s.questions, protocol,
                               lambda msgs: s.learner.call("render", msgs))
-    kl = s.learner.call("kl", eval_samples) if it > 0 else 0.0
+    kls = s.learner.call("kl_each", eval_samples) if it > 0 else []
     verdicts = s.store.verdicts(s.run)
-    row.update(evaluate_iteration(stored, verdicts, s.questions, s.judges[0].name, s.judges[1].name, kl))
+    row.update(evaluate_iteration(stored, verdicts, s.questions, s.judges[0].name, s.judges[1].name, kls))
     row["eval_seconds"] = round(time.perf_counter() - t1, 1)
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row

@@ -5,6 +5,7 @@ KL to the reference; and the signs of reward hacking across iterations."""
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any, Mapping, Optional, Sequence
 
 from debate.records import Question, Transcript, Verdict
@@ -62,8 +63,12 @@ def quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> d
 
 
 def evaluate_iteration(stored: Sequence[Transcript], verdicts: Sequence[Verdict], questions: Mapping[str, Question],
-                       train_judge: str, heldout_judge: str, kl: Optional[float]) -> dict:
-    """The held-out metrics of one iteration from its evaluation games and their verdicts."""
+                       train_judge: str, heldout_judge: str, kls: Optional[Sequence[float]]) -> dict:
+    """The held-out metrics of one iteration from its evaluation games and their verdicts; `kls` are the
+    current policy's per-speech KL estimates to the reference on those games (empty before any update: 0; None:
+    not measured). `kl` is their mean (the unbiased estimate), `kl_median` and `kl_max` show whether one
+    speech drives it: the per-token estimate has a heavy tail where the policy samples a token it has learnt to
+    avoid but the reference favours, so a few such speeches can lift the mean several-fold for one iteration."""
     self_games = [t for t in stored if "self" in t.tags]
     versus = [t for t in stored if "versus" in t.tags]
     by_train, by_heldout = verdict_map(verdicts, train_judge), verdict_map(verdicts, heldout_judge)
@@ -74,8 +79,16 @@ def evaluate_iteration(stored: Sequence[Transcript], verdicts: Sequence[Verdict]
     out.update(versus_win_rate(versus, by_train) if versus else {"versus_win_rate": math.nan})
     out.update(quoting(self_games, questions))
     out["games_failed"] = sum(1 for t in stored if t.status == "failed")
-    out["kl"] = kl if kl is not None else math.nan
+    out.update(kl_fields(kls))
     return out
+
+
+def kl_fields(kls: Optional[Sequence[float]]) -> dict:
+    if kls is None:
+        return {"kl": math.nan, "kl_median": math.nan, "kl_max": math.nan}
+    if not kls:
+        return {"kl": 0.0, "kl_median": 0.0, "kl_max": 0.0}
+    return {"kl": sum(kls) / len(kls), "kl_median": statistics.median(kls), "kl_max": max(kls)}
 
 
 def _separated(a: dict, b: dict, key: str) -> int:

@@ -120,7 +120,7 @@ def samples_from(found: Sequence[tuple[Transcript, Any, Any]], render: Any) -> l
     texts = render([m for _, _, m in found]) if found else []
     return [
         Sample(key=f"{t.id}:{s.index}", transcript_id=t.id, question_id=t.question_id, side=s.side, role=s.role,
-               turn=s.turn, prompt=text, completion=s.text)
+               turn=s.turn, prompt=text, completion=s.text, ended=not s.truncated)
         for (t, s, _), text in zip(found, texts)
     ]
 

@@ -44,13 +44,16 @@ def _adapter(learner: Learner) -> dict:
 
 
 def test_completion_logps_match_unbatched(tiny_model_dir):
+    from dataclasses import replace
+
     backend = _backend(tiny_model_dir)
     samples = [_sample(backend, i, c) for i, c in enumerate(SPEECHES)]  # prompts and speeches of different lengths
+    samples[1] = replace(samples[1], ended=False)  # cut off at a limit: its eos was never sampled, so never scored
     logp, mask = completion_logps(backend.model, backend.tokenizer, samples, "cpu", grad=False)
     tok = backend.tokenizer
     for i, s in enumerate(samples):
         p = tok(s.prompt, add_special_tokens=False)["input_ids"]
-        c = tok(s.completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        c = tok(s.completion, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if s.ended else [])
         with torch.no_grad():
             full = torch.log_softmax(backend.model(input_ids=torch.tensor([p + c])).logits[0].float(), -1)
         direct = torch.stack([full[len(p) - 1 + t, c[t]] for t in range(len(c))])
@@ -83,6 +86,9 @@ def test_dpo_update_raises_margin_and_keeps_reference(tiny_model_dir):
     assert any(not torch.equal(before_w[n], p) for n, p in _adapter(learner).items())
     torch.testing.assert_close(learner.reference_logps([chosen, rejected])[0], ref_before)
     assert out["kl"] != 0.0
+    each = learner.sequence_kls([chosen, rejected])  # after the update: one estimate per speech, k3 >= 0
+    assert len(each) == 2 and all(k > 0 for k in each)
+    assert learner.kl_to_reference([chosen, rejected]) == pytest.approx(sum(each) / 2)
 
 
 @pytest.mark.parametrize("objective", ["kto", "reinforce", "ppo"])

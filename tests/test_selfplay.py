@@ -60,6 +60,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
         assert r["samples"] + r["dropped"] == 3 * 2 * 2, r  # questions x samples x two speeches
         assert "judge_accuracy" in r and "heldout_accuracy_n" in r and r["kl"] == r["kl"]
         assert r["evidence_comparisons"] >= 0 and "evidence_agreement" in r  # the random model rarely quotes
+        assert 0 <= r["kl_median"] <= r["kl_max"] and r["kl"] <= r["kl_max"]
     assert result.rows[0]["kl"] == 0.0
     train_q, heldout_q = split_questions(cfg)
     transcripts = result.store.transcripts("r")
@@ -229,3 +230,30 @@ def test_hacking_signs_name_lost_evidence_and_invented_quotes():
     longer = dict(start, mean_words=31.0)
     (sign,) = hacking_signs([start, longer])
     assert "speeches grew" in sign
+
+
+def test_kl_fields_show_the_spread_behind_the_mean():
+    import math
+
+    from arenas.selfplay_eval import kl_fields
+
+    out = kl_fields([0.1, 0.2, 0.3, 9.4])  # one speech drives the mean
+    assert out["kl"] == pytest.approx(2.5) and out["kl_median"] == pytest.approx(0.25) and out["kl_max"] == 9.4
+    assert kl_fields([]) == {"kl": 0.0, "kl_median": 0.0, "kl_max": 0.0}  # before any update
+    assert all(math.isnan(v) for v in kl_fields(None).values())  # not measured
+
+
+def test_a_speech_cut_off_at_a_limit_is_a_sample_that_did_not_end():
+    from arenas.selfplay_games import CURRENT, samples_of
+    from debate.protocols import get_protocol
+    from debate.records import Seat, Speech, Transcript
+    from debate.synthetic import generate
+
+    q = generate(1, 5)[0]
+    protocol = get_protocol("simultaneous", 1, 32)
+    seats = (Seat("debater_a", CURRENT, 0), Seat("debater_b", CURRENT, 1))
+    speeches = (Speech("t", 0, 0, "debater_a", 0, CURRENT, "I defend A."),
+                Speech("t", 1, 0, "debater_b", 1, CURRENT, "I defend B because the story", truncated=True))
+    t = Transcript("t", "r", "m", q.id, protocol.name, seats, status="complete", speeches=speeches)
+    samples = samples_of([t], {q.id: q}, protocol, lambda msgs: ["prompt"] * len(msgs))
+    assert [(s.completion, s.ended) for s in samples] == [("I defend A.", True), ("I defend B because the story", False)]

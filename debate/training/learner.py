@@ -81,14 +81,19 @@ class Learner:
         with torch.no_grad():
             return self._chunked(self.model, samples)
 
-    def kl_to_reference(self, samples: Sequence[Sample]) -> float:
-        """Mean over samples of the per-sequence KL(pi || ref) estimate (`sequence_kl`, k3) on the policy's
-        own speeches (unbiased only for speeches the current policy sampled)."""
+    def sequence_kls(self, samples: Sequence[Sample]) -> list[float]:
+        """Per sample, the KL(pi || ref) estimate of its completion (`sequence_kl`, k3) on the policy's own
+        speeches (unbiased only for speeches the current policy sampled)."""
         if not samples:
-            return 0.0
+            return []
         logp, mask = self.policy_logps(samples, grad=False)
         ref, _ = self.reference_logps(samples)
-        return float(sequence_kl(logp, ref, mask).mean())
+        return sequence_kl(logp, ref, mask).tolist()
+
+    def kl_to_reference(self, samples: Sequence[Sample]) -> float:
+        """The mean of `sequence_kls` (0.0 without samples)."""
+        kls = self.sequence_kls(samples)
+        return sum(kls) / len(kls) if kls else 0.0
 
     # -- updates -----------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ class Sample:
     `prompt` is the rendered chat prompt exactly as the policy saw it (ending in the assistant's
     generation prompt) and `completion` the speech text it produced; the learner scores the completion's
     tokens given the prompt. `reward` is the side's zero-sum reward from the verdict, `baseline` the
-    per-role baseline it is compared with (see debate/training/rewards.py)."""
+    per-role baseline it is compared with (see debate/training/rewards.py). The learner scores the end of
+    the speech (eos) only when `ended`: a speech cut off at a limit never sampled it."""
 
     key: str  # transcript id + speech index: unique within a run
     transcript_id: str
@@ -25,6 +26,7 @@ class Sample:
     reward: float = 0.0
     baseline: float = 0.0
     branch: str = ""  # reward turn: the branch point (rollout id:speech index) whose branches this speech is one of
+    ended: bool = True  # the policy ended the speech itself; False when the token or word limit cut it off
 
     @property
     def advantage(self) -> float:

@@ -66,6 +66,10 @@ class LearnerServer(PolicyServer):
     def kl(self, samples: Sequence[Sample]) -> float:
         return float(self.learner.kl_to_reference(list(samples))) if samples else 0.0
 
+    def kl_each(self, samples: Sequence[Sample]) -> list[float]:
+        """Per speech, its KL to the reference (the spread behind `kl`'s mean)."""
+        return self.learner.sequence_kls(list(samples))
+
     def version(self) -> int:
         """The version of the weights being trained (0 before any update), which this process generates from."""
         return self.learner.version
