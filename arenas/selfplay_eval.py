@@ -66,9 +66,9 @@ def evaluate_iteration(stored: Sequence[Transcript], verdicts: Sequence[Verdict]
                        train_judge: str, heldout_judge: str, kls: Optional[Sequence[float]]) -> dict:
     """The held-out metrics of one iteration from its evaluation games and their verdicts; `kls` are the
     current policy's per-speech KL estimates to the reference on those games (empty before any update: 0; None:
-    not measured). `kl` is their mean (the unbiased estimate), `kl_median` and `kl_max` show whether one
-    speech drives it: the per-token estimate has a heavy tail where the policy samples a token it has learnt to
-    avoid but the reference favours, so a few such speeches can lift the mean several-fold for one iteration."""
+    not measured). `kl` is their mean (the unbiased estimate); `kl_median` and `kl_max` show whether a few
+    speeches drive it: the per-token k3 term grows exponentially in log ref - log pi, so one sampled token the
+    reference favours far more than the policy can lift an iteration's mean several-fold."""
     self_games = [t for t in stored if "self" in t.tags]
     versus = [t for t in stored if "versus" in t.tags]
     by_train, by_heldout = verdict_map(verdicts, train_judge), verdict_map(verdicts, heldout_judge)
@@ -84,6 +84,7 @@ def evaluate_iteration(stored: Sequence[Transcript], verdicts: Sequence[Verdict]
 
 
 def kl_fields(kls: Optional[Sequence[float]]) -> dict:
+    """Mean, median and largest of per-speech KL estimates (0 with none; nan when not measured)."""
     if kls is None:
         return {"kl": math.nan, "kl_median": math.nan, "kl_max": math.nan}
     if not kls:

@@ -37,7 +37,8 @@ def encode_pairs(tokenizer: Any, prompts: Sequence[str], completions: Sequence[s
 
 def completion_logps(model: Any, tokenizer: Any, samples: Sequence[Sample], device: str | torch.device,
                      grad: bool) -> tuple[Tensor, Tensor]:
-    """log pi(token) of each sample's completion tokens (+ eos where it `ended`) given its prompt: ([B, T], mask [B, T]).
+    """log pi(token) of each sample's completion tokens (+ eos where it `ended`) given its prompt:
+    ([B, T], mask [B, T]).
 
     Rows are RIGHT padded so every token keeps the position ids it had unpadded (left padding shifts them
     in models that number positions from the start of the tensor). Logits are computed only at the
