@@ -13,7 +13,7 @@ red lantern"), a sentence about another object or an invented sentence does not.
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Union
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from debate.quotes import normalise
 from debate.records import Question, Quote, Speech, Transcript
@@ -121,17 +121,26 @@ def quote_stats(transcripts: Sequence[Transcript], questions: Questions) -> dict
     }
 
 
-def supporting_by_transcript(transcripts: Sequence[Transcript], questions: Questions) -> dict[str, bool]:
-    """Per transcript id: does a speech of the honest side hold the deciding fact (the verifiable reward).
-    Transcripts over non-synthetic questions are left out."""
+def _honest_support(transcripts: Sequence[Transcript], questions: Questions) -> Iterator[tuple[Transcript, Speech, bool]]:
+    """(transcript, honest speech, does it hold the deciding fact) over the transcripts on synthetic questions."""
     qs = _by_id(questions)
-    out: dict[str, bool] = {}
     for t in transcripts:
         q = qs.get(t.question_id)
         deciding = _deciding(q) if q is not None else None
         if deciding is None:
             continue
-        out[t.id] = any(speech_supports(s, q, deciding) for s in t.speeches if s.side == q.correct)
+        for s in t.speeches:
+            if s.side == q.correct:
+                yield t, s, speech_supports(s, q, deciding)
+
+
+def supporting_by_transcript(transcripts: Sequence[Transcript], questions: Questions) -> dict[str, bool]:
+    """Per transcript id: does a speech of the honest side hold the deciding fact (the verifiable reward).
+    Transcripts over non-synthetic questions are left out."""
+    qs = _by_id(questions)
+    out = {t.id: False for t in transcripts if t.question_id in qs and _deciding(qs[t.question_id]) is not None}
+    for t, _, supports in _honest_support(transcripts, qs):
+        out[t.id] = out[t.id] or supports
     return out
 
 
@@ -145,17 +154,7 @@ def format_stats(s: dict) -> str:
 def supporting_by_speech(transcripts: Sequence[Transcript], questions: Questions) -> dict[str, bool]:
     """Per honest speech (key `transcript id:speech index`, a sample's key): does it hold the deciding fact.
     Dishonest speeches and transcripts over non-synthetic questions are left out."""
-    qs = _by_id(questions)
-    out: dict[str, bool] = {}
-    for t in transcripts:
-        q = qs.get(t.question_id)
-        deciding = _deciding(q) if q is not None else None
-        if deciding is None:
-            continue
-        for s in t.speeches:
-            if s.side == q.correct:
-                out[f"{t.id}:{s.index}"] = speech_supports(s, q, deciding)
-    return out
+    return {f"{t.id}:{s.index}": supports for t, s, supports in _honest_support(transcripts, questions)}
 
 
 def evidence_agreement(samples: Sequence[Sample], supporting: Mapping[str, bool], margin: float = 1e-6) -> dict:
