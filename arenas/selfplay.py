@@ -103,14 +103,14 @@ def rewards_for(s: Session, games: Sequence[Any], samples: Sequence[Any]) -> tup
     return scored, info
 
 
-def reward_evidence(s: Session, scored: Sequence[Any]) -> dict:
-    """How far the iteration's reward follows the evidence (quote_stats.evidence_agreement), read from the
-    stored games the samples came from (rollouts, or the branches of `reward: turn`)."""
+def reward_evidence(s: Session, games: Sequence[Any], scored: Sequence[Any]) -> dict:
+    """How far the iteration's reward follows the evidence (quote_stats.evidence_agreement), from the games the
+    samples came from: the rollouts in hand, or (`reward: turn`) the branches, read one by one from the store."""
     from debate.training.quote_stats import evidence_agreement, supporting_by_speech
 
-    ids = {x.transcript_id for x in scored}
-    games = [t for t in s.store.transcripts(s.run) if t.id in ids]
-    return evidence_agreement(scored, supporting_by_speech(games, s.questions))
+    known = {t.id: t for t in games}
+    found = [known.get(i) or s.store.transcript(i) for i in sorted({x.transcript_id for x in scored})]
+    return evidence_agreement(scored, supporting_by_speech([t for t in found if t is not None], s.questions))
 
 
 def run_iteration(s: Session, it: int) -> dict:
@@ -127,7 +127,7 @@ def run_iteration(s: Session, it: int) -> dict:
             samples = samples_of(games, s.questions, protocol, lambda msgs: s.learner.call("render", msgs))
             scored, info = rewards_for(s, games, samples)
         row.update(info)
-        row.update(reward_evidence(s, scored))
+        row.update(reward_evidence(s, games, scored))
         row["rollout_seconds"] = round(time.perf_counter() - t0, 1)
         units = R.usable(get_objective(cfg.objective).kind, scored)
         row["units"] = units

@@ -97,8 +97,8 @@ def twins(examples: Sequence[Example]) -> list[Example]:
     label flips and the side that quoted the asked entity's fact is right in each. Trained side by side, the
     pair is told apart only by which entity each quote is about: on the embedded model, the top 4 layers of
     judge:embedded went from 0.599 to 0.995 on held-out templated wrong-object debates with them
-    (judges/presets/embedded-twins.yaml). Debates whose twin would be decided by elimination alone (the dishonest side quotes nothing
-    true) and questions that are not synthetic get no twin."""
+    (judges/presets/embedded-twins.yaml). Debates whose twin would be decided by elimination alone (the
+    dishonest side quotes nothing true) and questions that are not synthetic get no twin."""
     out = []
     for ex in examples:
         try:

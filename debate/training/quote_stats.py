@@ -121,27 +121,21 @@ def quote_stats(transcripts: Sequence[Transcript], questions: Questions) -> dict
     }
 
 
-def _honest_support(transcripts: Sequence[Transcript], questions: Questions) -> Iterator[tuple[Transcript, Speech, bool]]:
-    """(transcript, honest speech, does it hold the deciding fact) over the transcripts on synthetic questions."""
+def _synthetic(transcripts: Sequence[Transcript], questions: Questions) -> Iterator[tuple[Transcript, Question, str]]:
+    """(transcript, question, deciding sentence) for the transcripts whose question is synthetic."""
     qs = _by_id(questions)
     for t in transcripts:
         q = qs.get(t.question_id)
         deciding = _deciding(q) if q is not None else None
-        if deciding is None:
-            continue
-        for s in t.speeches:
-            if s.side == q.correct:
-                yield t, s, speech_supports(s, q, deciding)
+        if deciding is not None:
+            yield t, q, deciding
 
 
 def supporting_by_transcript(transcripts: Sequence[Transcript], questions: Questions) -> dict[str, bool]:
     """Per transcript id: does a speech of the honest side hold the deciding fact (the verifiable reward).
     Transcripts over non-synthetic questions are left out."""
-    qs = _by_id(questions)
-    out = {t.id: False for t in transcripts if t.question_id in qs and _deciding(qs[t.question_id]) is not None}
-    for t, _, supports in _honest_support(transcripts, qs):
-        out[t.id] = out[t.id] or supports
-    return out
+    return {t.id: any(speech_supports(s, q, d) for s in t.speeches if s.side == q.correct)
+            for t, q, d in _synthetic(transcripts, questions)}
 
 
 def format_stats(s: dict) -> str:
@@ -154,7 +148,8 @@ def format_stats(s: dict) -> str:
 def supporting_by_speech(transcripts: Sequence[Transcript], questions: Questions) -> dict[str, bool]:
     """Per honest speech (key `transcript id:speech index`, a sample's key): does it hold the deciding fact.
     Dishonest speeches and transcripts over non-synthetic questions are left out."""
-    return {f"{t.id}:{s.index}": supports for t, s, supports in _honest_support(transcripts, questions)}
+    return {f"{t.id}:{s.index}": speech_supports(s, q, d)
+            for t, q, d in _synthetic(transcripts, questions) for s in t.speeches if s.side == q.correct}
 
 
 def evidence_agreement(samples: Sequence[Sample], supporting: Mapping[str, bool], margin: float = 1e-6) -> dict:
