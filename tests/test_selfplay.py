@@ -232,6 +232,33 @@ def test_hacking_signs_name_lost_evidence_and_invented_quotes():
     assert "speeches grew" in sign
 
 
+def test_versus_win_rate_by_each_judge():
+    from debate.records import Seat, Transcript, Verdict
+    from arenas.selfplay_eval import versus_win_rate, verdict_map
+
+    def game(n: int, current_side: int) -> Transcript:
+        seats = (Seat("debater_a", "current", current_side), Seat("debater_b", "start", 1 - current_side))
+        return Transcript(f"g{n}", "r", "versus-1", f"q{n}", "simultaneous", seats, status="complete", tags=("versus",))
+
+    games = [game(0, 0), game(1, 1), game(2, 0), game(3, 1)]
+    p0 = {"rm": [0.9, 0.2, 0.7, None], "held": [0.4, 0.6, 0.8, 0.1]}  # p(answer 0); None: a failed verdict
+    verdicts = [Verdict(f"{j}{n}", "r", f"g{n}", f"q{n}", j, p) for j, ps in p0.items() for n, p in enumerate(ps)]
+    rm = versus_win_rate(games, verdict_map(verdicts, "rm"))
+    assert (rm["versus_win_rate"], rm["versus_win_rate_n"]) == (1.0, 3)  # the failed verdict left out
+    held = versus_win_rate(games, verdict_map(verdicts, "held"), "heldout_versus_win_rate")
+    assert (held["heldout_versus_win_rate"], held["heldout_versus_win_rate_n"]) == (0.5, 4)  # g2 and g3 won
+
+
+def test_hacking_signs_name_a_win_over_the_start_only_the_training_judge_sees():
+    from arenas.selfplay_eval import hacking_signs
+
+    start = _row(judge_accuracy=16, heldout_accuracy=16)
+    (sign,) = hacking_signs([start, dict(start, **_row(versus_win_rate=26, heldout_versus_win_rate=17))])
+    assert "not by the held-out judge" in sign
+    assert hacking_signs([start, dict(start, **_row(versus_win_rate=26, heldout_versus_win_rate=26))]) == []
+    assert hacking_signs([start, dict(start, **_row(versus_win_rate=20, heldout_versus_win_rate=10))]) == []
+
+
 def test_kl_fields_show_the_spread_behind_the_mean():
     import math
 
