@@ -8,6 +8,7 @@ from typing import Optional
 
 import pandas as pd
 
+from debate.intervals import difference_interval
 from debate.store import Store
 from debate.training.iterations import iteration_rows
 from arenas.selfplay_eval import hacking_signs
@@ -52,10 +53,33 @@ def format_train_report(store: Store, run: str) -> str:
     skipped = frame[frame["skipped"].notna()] if "skipped" in frame else frame.iloc[0:0]
     for _, r in skipped.iterrows():
         lines.append(f"iteration {r['iteration']}: update skipped ({r['skipped']})")
-    signs = hacking_signs(frame.to_dict("records"))
+    rows = frame.to_dict("records")
+    if len(rows) > 1:
+        lines.append(change_line(rows[0], rows[-1]))
+    signs = hacking_signs(rows)
     lines += [f"warning: {s}" for s in signs] or ["no sign of reward hacking between the first and the last iteration "
                                                  "(training and held-out judges agree, length steady)"]
     return "\n".join(lines)
+
+
+CHANGES = [("judge acc", "judge_accuracy"), ("held-out judge", "heldout_accuracy"), ("honest quotes", "honest_supporting")]
+
+
+def change_line(first: dict, last: dict) -> str:
+    """The first-to-last change of the main rates with the 95% interval of each difference (Newcombe's hybrid
+    score interval, the iterations' games taken as independent). It asks less than two intervals that do not
+    overlap: with 32 games each, a rise from 0.5 excludes 0 from about +0.25 (24 of 32), while the two Wilson
+    intervals part only from +0.34 (27 of 32)."""
+    parts = []
+    for name, key in CHANGES:
+        n1, n2 = first.get(f"{key}_n"), last.get(f"{key}_n")
+        if not n1 or not n2 or math.isnan(n1) or math.isnan(n2):
+            continue
+        n1, n2 = int(n1), int(n2)
+        d, lo, hi = difference_interval(round(first[key] * n1), n1, round(last[key] * n2), n2)
+        parts.append(f"{name} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    return (f"change from iteration {first['iteration']} to {last['iteration']} (95% interval of the difference): "
+            + ("; ".join(parts) or "no rate measured in both"))
 
 
 def plot_training(store: Store, run: str, path: Path) -> Optional[Path]:

@@ -72,7 +72,9 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
         assert (tmp_path / "results" / "r" / "checkpoints" / f"iteration-{it:04d}").is_dir()
     assert (tmp_path / "cache" / "debaters" / "r" / "model" / "config.json").exists()  # `model: debater:r`
     text = format_train_report(result.store, "r")
-    assert "judge acc" in text and "held-out judge" in text
+    assert "judge acc" in text and "held-out judge" in text and "vs start (held-out)" in text
+    assert "change from iteration 0 to 2 (95% interval of the difference): judge acc" in text
+    assert all(r["heldout_versus_win_rate_n"] >= 0 for r in result.rows[1:])
     assert plot_training(result.store, "r", tmp_path / "t.png").stat().st_size > 0
 
 
@@ -257,6 +259,30 @@ def test_hacking_signs_name_a_win_over_the_start_only_the_training_judge_sees():
     assert "not by the held-out judge" in sign
     assert hacking_signs([start, dict(start, **_row(versus_win_rate=26, heldout_versus_win_rate=26))]) == []
     assert hacking_signs([start, dict(start, **_row(versus_win_rate=20, heldout_versus_win_rate=10))]) == []
+
+
+def test_difference_interval_matches_newcombe_1998():
+    from debate.intervals import difference_interval
+
+    # Newcombe (1998), Statistics in Medicine 17:873-890, Table II, method 10 (hybrid score, no correction)
+    for (k1, n1, k2, n2), (low, high) in {(48, 80, 56, 70): (0.0524, 0.3339), (3, 10, 9, 10): (0.1705, 0.8090)}.items():
+        d, lo, hi = difference_interval(k1, n1, k2, n2)
+        assert d == pytest.approx(k2 / n2 - k1 / n1) and (round(lo, 4), round(hi, 4)) == (low, high)
+    assert all(x != x for x in difference_interval(0, 0, 3, 4))  # no games: nan, never a number
+
+
+def test_change_line_reports_each_rate_first_to_last():
+    from arenas.train_report import change_line
+
+    first = dict(_row(judge_accuracy=16, heldout_accuracy=16, honest_supporting=16), iteration=0)
+    last = dict(_row(judge_accuracy=24, heldout_accuracy=16, honest_supporting=12), iteration=5)
+    for r in (first, last):
+        r.update({f"{k}_n": 32 for k in ("judge_accuracy", "heldout_accuracy", "honest_supporting")})
+    line = change_line(first, last)
+    assert line.startswith("change from iteration 0 to 5")
+    assert "judge acc +0.25 [+0.01, +0.45]" in line and "held-out judge +0.00 [-0.23, +0.23]" in line
+    assert "honest quotes -0.12 [" in line
+    assert change_line({"iteration": 0}, {"iteration": 1}).endswith("no rate measured in both")
 
 
 def test_kl_fields_show_the_spread_behind_the_mean():
