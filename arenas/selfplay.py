@@ -26,7 +26,7 @@ from debate.training.config import TrainConfig, load_train_config
 from debate.training.iterations import iteration_rows, last_complete, record_iteration
 from debate.training.objectives import get_objective
 from debate.training import rewards as R
-from arenas.selfplay_eval import evaluate_iteration, hacking_signs
+from arenas.selfplay_eval import evaluate_iteration, hacking_signs, rollout_quoting
 from arenas.selfplay_games import CURRENT, START, plan_eval, plan_rollouts, play_and_judge, protocol_of, samples_of
 from arenas.selfplay_turn import turn_rewards
 from judges.model_judge import ModelJudge
@@ -128,6 +128,7 @@ def run_iteration(s: Session, it: int) -> dict:
             scored, info = rewards_for(s, games, samples)
         row.update(info)
         row.update(reward_evidence(s, games, scored))
+        row.update(rollout_quoting(games, s.questions))
         row["rollout_seconds"] = round(time.perf_counter() - t0, 1)
         units = R.usable(get_objective(cfg.objective).kind, scored)
         row["units"] = units

@@ -63,6 +63,16 @@ def quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> d
     return out
 
 
+def rollout_quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> dict:
+    """Quote use in an iteration's rollouts on the training questions, written by the policy before that
+    iteration's update: the honest supporting-quote and dishonest invented-quote rates (more speeches than the
+    held-out games, on questions training sees)."""
+    s = quote_stats(games, questions)
+    out = _rate_fields("rollout_supporting", s["honest_supporting"], s["honest"])
+    out.update(_rate_fields("rollout_invented", s["dishonest_invented"], s["dishonest"]))
+    return out
+
+
 def evaluate_iteration(stored: Sequence[Transcript], verdicts: Sequence[Verdict], questions: Mapping[str, Question],
                        train_judge: str, heldout_judge: str, kls: Optional[Sequence[float]]) -> dict:
     """The held-out metrics of one iteration from its evaluation games and their verdicts; `kls` are the

@@ -16,6 +16,7 @@ from arenas.selfplay_eval import hacking_signs
 COLUMNS = {  # shown column -> metric (with its interval where it has one)
     "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
     "vs start (held-out)": "heldout_versus_win_rate", "honest quotes": "honest_supporting",
+    "rollout quotes": "rollout_supporting",
     "invented": "dishonest_invented", "verified": "verified_rate", "words": "mean_words", "KL": "kl",
     "KL median": "kl_median", "reward (honest)": "reward_honest", "reward ~ evidence": "evidence_agreement",
     "units": "units", "loss": "loss", "seconds": "seconds",
@@ -97,9 +98,14 @@ def plot_training(store: Store, run: str, path: Path) -> Optional[Path]:
     for ax, (key, title) in zip(axes.flat, PANELS):
         if key in frame:
             x, y = frame["iteration"], frame[key].astype(float)
-            ax.plot(x, y, marker="o")
+            ax.plot(x, y, marker="o", label="held-out games")
             if f"{key}_low" in frame:
                 ax.fill_between(x, frame[f"{key}_low"].astype(float), frame[f"{key}_high"].astype(float), alpha=0.2)
+        if key == "honest_supporting" and "rollout_supporting" in frame:
+            # an iteration's rollouts come from the policy before its update: drawn at the iteration that policy ends
+            ax.plot(frame["iteration"] - 1, frame["rollout_supporting"].astype(float), marker="s", linestyle="--",
+                    label="training rollouts")
+            ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

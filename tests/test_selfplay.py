@@ -61,6 +61,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
         assert "judge_accuracy" in r and "heldout_accuracy_n" in r and r["kl"] == r["kl"]
         assert r["evidence_comparisons"] >= 0 and "evidence_agreement" in r  # the random model rarely quotes
         assert 0 <= r["kl_median"] <= r["kl_max"] and r["kl"] <= r["kl_max"]
+        assert r["rollout_supporting_n"] == 3 * 2 and r["rollout_invented_n"] == 3 * 2  # one honest speech a debate
     assert result.rows[0]["kl"] == 0.0
     train_q, heldout_q = split_questions(cfg)
     transcripts = result.store.transcripts("r")
