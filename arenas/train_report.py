@@ -16,10 +16,9 @@ from arenas.selfplay_eval import hacking_signs
 COLUMNS = {  # shown column -> metric (with its interval where it has one)
     "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
     "vs start (held-out)": "heldout_versus_win_rate", "honest quotes": "honest_supporting",
-    "rollout quotes": "rollout_supporting",
-    "invented": "dishonest_invented", "verified": "verified_rate", "words": "mean_words", "KL": "kl",
-    "KL median": "kl_median", "reward (honest)": "reward_honest", "reward ~ evidence": "evidence_agreement",
-    "units": "units", "loss": "loss", "seconds": "seconds",
+    "rollout quotes": "rollout_supporting", "invented": "dishonest_invented", "verified": "verified_rate",
+    "words": "mean_words", "KL": "kl", "KL median": "kl_median", "reward (honest)": "reward_honest",
+    "reward ~ evidence": "evidence_agreement", "units": "units", "loss": "loss", "seconds": "seconds",
 }
 PANELS = [("judge_accuracy", "training judge accuracy"), ("heldout_accuracy", "held-out judge accuracy"),
           ("honest_supporting", "honest supporting-quote rate"), ("reward_honest", "mean reward, honest side"),
@@ -63,7 +62,8 @@ def format_train_report(store: Store, run: str) -> str:
     return "\n".join(lines)
 
 
-CHANGES = [("judge acc", "judge_accuracy"), ("held-out judge", "heldout_accuracy"), ("honest quotes", "honest_supporting")]
+CHANGES = [("judge acc", "judge_accuracy"), ("held-out judge", "heldout_accuracy"),
+           ("honest quotes", "honest_supporting")]
 
 
 def change_line(first: dict, last: dict) -> str:
