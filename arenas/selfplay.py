@@ -28,6 +28,7 @@ from debate.training.objectives import get_objective
 from debate.training import rewards as R
 from arenas.selfplay_eval import evaluate_iteration, hacking_signs, rollout_quoting
 from arenas.selfplay_games import CURRENT, START, plan_eval, plan_rollouts, play_and_judge, protocol_of, samples_of
+from arenas.selfplay_cross import cross_rewards
 from arenas.selfplay_turn import turn_rewards
 from judges.model_judge import ModelJudge
 
@@ -125,7 +126,10 @@ def run_iteration(s: Session, it: int) -> dict:
             scored, info = turn_rewards(s, it, games)
         else:
             samples = samples_of(games, s.questions, protocol, lambda msgs: s.learner.call("render", msgs))
-            scored, info = rewards_for(s, games, samples)
+            if cfg.opponents == "all":  # every pairing of the question's speeches judged
+                scored, info = cross_rewards(s, it, games, samples)
+            else:
+                scored, info = rewards_for(s, games, samples)
         row.update(info)
         row.update(reward_evidence(s, games, scored))
         row.update(rollout_quoting(games, s.questions))

@@ -40,6 +40,10 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
         raise ConfigError(f"reward: {cfg.reward} with --from-run: an offline update is rewarded by the stored verdicts "
                           f"(reward: judge); {cfg.reward} needs {'branches played by the live policy' if cfg.reward == 'turn' else 'self-play rollouts'}; "
                           f"drop --set reward={cfg.reward}, or run `debate train` without --from-run")
+    if cfg.opponents != "game":
+        raise ConfigError(f"opponents: {cfg.opponents} with --from-run: an offline update is rewarded by the verdicts "
+                          f"stored for the games that were played; pairing speeches anew needs live judging; drop "
+                          f"--set opponents={cfg.opponents}, or run `debate train` without --from-run")
     t0 = time.perf_counter()
     store = Store(cfg.results)
     store.run(source)  # a clear error when it is not there

@@ -94,6 +94,9 @@ class TrainConfig(_Fields):
     # verifiable: +1 when the honest side's quote holds the deciding fact; turn: the process reward, each speech
     # branched `turn_branches` ways from the same prompt, each branch played to the end and judged (2p - 1 for its side)
     reward: Literal["judge", "verifiable", "turn"] = "judge"
+    # reward judge: whom a speech's reward is measured against; game: the opponent of its own game; all (one-round
+    # simultaneous only): every opposing speech of the question's rollouts, each pairing judged (arenas/selfplay_cross.py)
+    opponents: Literal["game", "all"] = "game"
     turn_branches: Annotated[Int, Field(ge=2)] = 2  # reward turn: alternative speeches per branch point (its group)
     turn_rounds: Optional[tuple[Int, ...]] = None  # reward turn: the rounds (0-based) whose speeches branch; unset: every round
     heldout_judge: str = "judge:embedded"  # a second judge training never sees; scores the held-out debates too
@@ -123,6 +126,10 @@ class TrainConfig(_Fields):
         if self.objective in ("dpo", "ipo") and self.samples < 2 and self.reward != "turn":  # turn pairs branches
             raise ValueError(f"samples: objective {self.objective} pairs the best and worst of several samples per "
                              f"question and side; set samples >= 2 (or reward: turn, which pairs the branches of a speech)")
+        if self.opponents == "all" and (self.reward != "judge" or self.protocol != "simultaneous" or self.rounds != 1):
+            raise ValueError(f"opponents: all pairs speeches that never saw each other, so it needs reward: judge, "
+                             f"protocol: simultaneous and rounds: 1 (got reward: {self.reward}, protocol: "
+                             f"{self.protocol}, rounds: {self.rounds}); set opponents: game")
         if self.turn_rounds is not None:
             if not self.turn_rounds:
                 raise ValueError("turn_rounds: name at least one round (0-based), or leave it unset to branch every round")

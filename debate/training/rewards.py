@@ -40,6 +40,21 @@ def assign_rewards(samples: Sequence[Sample], p_side0: Mapping[str, float | None
     return out
 
 
+def mean_rewards(samples: Sequence[Sample], games_of: Mapping[str, Sequence[str]],
+                 p_side0: Mapping[str, float | None]) -> list[Sample]:
+    """Each sample with the mean of its side's reward over every game it was judged in (`games_of`, keyed by
+    sample key: its own game and, with `opponents: all`, its pairings with every other opponent).
+
+    Games without a usable verdict are left out of the mean; a sample with none is dropped (not given 0, a
+    draw), and so is a sample `games_of` does not know."""
+    out = []
+    for s in samples:
+        ps = [p for p in (p_side0.get(t) for t in games_of.get(s.key, ())) if p is not None and not math.isnan(p)]
+        if ps:
+            out.append(dataclasses.replace(s, reward=sum(side_rewards(p)[s.side] for p in ps) / len(ps)))
+    return out
+
+
 def verifiable_rewards(samples: Sequence[Sample], honest_supported: Mapping[str, bool],
                        correct_side: Mapping[str, int]) -> list[Sample]:
     """The RLVR baseline: a reward from ground truth instead of a judge.
