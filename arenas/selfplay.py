@@ -73,6 +73,11 @@ class Session:
     def questions(self) -> dict[str, Question]:
         return {q.id: q for q in self.train_q + self.heldout_q}
 
+    @cached_property
+    def correct(self) -> dict[str, int]:
+        """Question id -> the index of its correct answer."""
+        return {q_id: q.correct for q_id, q in self.questions.items()}
+
     @property
     def policies(self) -> dict[str, Any]:
         return {CURRENT: self.learner.policy(CURRENT), START: self.learner.policy(START, reference=True)}
@@ -97,10 +102,8 @@ def rewards_for(s: Session, games: Sequence[Any], samples: Sequence[Any]) -> tup
         p0 = {t: v.p_answer0 for t, v in verdicts.items() if t in ids}
         scored = R.assign_rewards(samples, p0)
     scored = R.with_baselines(scored)
-    honest = [x.reward for x in scored if x.side == s.questions[x.question_id].correct]
     info = {"samples": len(scored), "dropped": len(samples) - len(scored), "verdicts_failed": failed,
-            "reward_honest": sum(honest) / len(honest) if honest else math.nan,
-            "abs_advantage": sum(abs(x.advantage) for x in scored) / len(scored) if scored else math.nan}
+            **R.reward_summary(scored, s.correct)}
     return scored, info
 
 

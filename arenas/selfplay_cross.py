@@ -14,7 +14,6 @@ games a question to judge and no generation. Ids are stable, so a resumed run ju
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Sequence
@@ -81,10 +80,7 @@ def cross_rewards(s: Any, it: int, games: Sequence[Transcript], samples: Sequenc
     verdicts = {v.transcript_id: v for v in s.store.verdicts(s.run, judge=s.judges[0].name) if v.transcript_id in ids}
     p0 = {t: v.p_answer0 for t, v in verdicts.items()}
     scored = R.with_baselines(R.mean_rewards(samples, games_of, p0))
-    honest = [x.reward for x in scored if x.side == s.questions[x.question_id].correct]
     info = {"samples": len(scored), "dropped": len(samples) - len(scored),
             "verdicts_failed": sum(1 for v in verdicts.values() if v.p_answer0 is None),
-            "cross_games": len(crosses),
-            "reward_honest": sum(honest) / len(honest) if honest else math.nan,
-            "abs_advantage": sum(abs(x.advantage) for x in scored) / len(scored) if scored else math.nan}
+            "cross_games": len(crosses), **R.reward_summary(scored, s.correct)}
     return scored, info

@@ -17,7 +17,6 @@ judges only what is missing.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
@@ -154,12 +153,10 @@ def turn_rewards(s: Any, it: int, games: Sequence[Transcript]) -> tuple[list[Sam
     verdicts = {v.transcript_id: v for v in s.store.verdicts(s.run, judge=s.judges[0].name) if v.transcript_id in ids}
     p0 = {t: v.p_answer0 for t, v in verdicts.items()}
     scored = R.with_baselines(R.branch_rewards(samples, p0, cfg.turn_branches))
-    honest = [x.reward for x in scored if x.side == s.questions[x.question_id].correct]
     kept = len({x.branch for x in scored})
     info = {"samples": len(scored), "dropped": len(planned) - len(scored),
             "verdicts_failed": sum(1 for v in verdicts.values() if v.p_answer0 is None),
-            "reward_honest": sum(honest) / len(honest) if honest else math.nan,
-            "abs_advantage": sum(abs(x.advantage) for x in scored) / len(scored) if scored else math.nan,
+            **R.reward_summary(scored, s.correct),
             "turn_points": len(points), "turn_points_skipped": len(points) - kept, "turn_branches_opened": opened,
             "branches_failed": sum(1 for t in branches if t.status == "failed"),
             "branch_seconds": round(time.perf_counter() - t0, 1)}

@@ -94,6 +94,14 @@ def branch_rewards(samples: Sequence[Sample], p_side0: Mapping[str, float | None
     return assign_rewards([s for s in samples if s.branch in whole], p_side0)
 
 
+def reward_summary(scored: Sequence[Sample], correct: Mapping[str, int]) -> dict:
+    """An iteration's rewards in two numbers: the honest side's mean reward (`correct`: question id -> the
+    correct answer's index) and the mean absolute advantage (how much signal the baselines leave)."""
+    honest = [x.reward for x in scored if x.side == correct[x.question_id]]
+    return {"reward_honest": sum(honest) / len(honest) if honest else math.nan,
+            "abs_advantage": sum(abs(x.advantage) for x in scored) / len(scored) if scored else math.nan}
+
+
 def _groups(samples: Sequence[Sample]) -> dict[tuple[str, int, int, str], list[Sample]]:
     groups: dict[tuple[str, int, int, str], list[Sample]] = defaultdict(list)
     for s in samples:
