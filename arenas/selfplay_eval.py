@@ -1,6 +1,7 @@
-"""What an iteration of training did, measured on held-out games with 95% intervals: the training
-judge's and a held-out judge's accuracy, the current policy against the starting one, quoting, length,
-KL to the reference; and the signs of reward hacking across iterations."""
+"""What an iteration of training did, measured on held-out games with 95% intervals (Wilson for rates, Student t
+for means): the training judge's and a held-out judge's accuracy, the current policy against the starting one,
+quoting, length, KL to the reference, the honest side's reward; and the signs of reward hacking across
+iterations."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import statistics
 from typing import Any, Mapping, Optional, Sequence
 
+from debate.intervals import mean_interval
 from debate.records import Question, Transcript, Verdict
 from debate.training.quote_stats import quote_stats
 from arenas.metrics import rate
@@ -17,6 +19,11 @@ from arenas.selfplay_games import CURRENT
 def _rate_fields(prefix: str, k: float, n: int) -> dict:
     r = rate(k, n)
     return {prefix: r.value, f"{prefix}_low": r.low, f"{prefix}_high": r.high, f"{prefix}_n": n}
+
+
+def _mean_fields(prefix: str, values: Sequence[float]) -> dict:
+    mean, low, high = mean_interval(values)
+    return {prefix: mean, f"{prefix}_low": low, f"{prefix}_high": high, f"{prefix}_n": len(values)}
 
 
 def verdict_map(verdicts: Sequence[Verdict], judge: str) -> dict[str, Verdict]:
@@ -60,8 +67,16 @@ def quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> d
     out.update(_rate_fields("verified_rate", s["verified"], s["speeches"]))
     out.update(_rate_fields("tagged_rate", s["tagged"], s["speeches"]))
     out["quotes_per_speech"] = s["quotes_per_speech"]
-    out["mean_words"] = s["mean_words"]
+    out.update(_mean_fields("mean_words", [x.n_words for t in games if t.question_id in questions for x in t.speeches]))
     return out
+
+
+def honest_reward(games: Sequence[Transcript], verdicts: Mapping[str, Verdict],
+                  questions: Mapping[str, Question]) -> dict:
+    """The honest side's mean reward 2p - 1 on the held-out self-play games by the judge whose verdicts are given
+    (the reward the training judge would have paid there); failed verdicts are left out."""
+    got = [verdicts[t.id] for t in games if t.id in verdicts and verdicts[t.id].p_answer0 is not None]
+    return _mean_fields("eval_reward", [2 * v.p_correct(questions[v.question_id].correct) - 1 for v in got])
 
 
 def rollout_quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> dict:
@@ -87,22 +102,28 @@ def evaluate_iteration(stored: Sequence[Transcript], verdicts: Sequence[Verdict]
     out: dict[str, Any] = {}
     out.update(judge_accuracy("judge_accuracy", self_games, by_train, questions))
     out.update(judge_accuracy("heldout_accuracy", self_games, by_heldout, questions))
-    out["honest_win_rate"] = out["judge_accuracy"]  # in self-play the honest side wins exactly when the judge is right
+    # in self-play the honest side wins exactly when the judge is right
+    out.update({k.replace("judge_accuracy", "honest_win_rate"): v for k, v in out.items()
+                if k in ("judge_accuracy", "judge_accuracy_low", "judge_accuracy_high", "judge_accuracy_n")})
     for prefix, by in (("versus_win_rate", by_train), ("heldout_versus_win_rate", by_heldout)):
         out.update(versus_win_rate(versus, by, prefix) if versus else {prefix: math.nan})
     out.update(quoting(self_games, questions))
+    out.update(honest_reward(self_games, by_train, questions))
     out["games_failed"] = sum(1 for t in stored if t.status == "failed")
     out.update(kl_fields(kls))
     return out
 
 
 def kl_fields(kls: Optional[Sequence[float]]) -> dict:
-    """Mean, median and largest of per-speech KL estimates (0 with none; nan when not measured)."""
+    """Mean (with its t interval), median and largest of per-speech KL estimates (0 with none: before any update
+    the policy is the reference; nan when not measured)."""
     if kls is None:
         return {"kl": math.nan, "kl_median": math.nan, "kl_max": math.nan}
     if not kls:
         return {"kl": 0.0, "kl_median": 0.0, "kl_max": 0.0}
-    return {"kl": sum(kls) / len(kls), "kl_median": statistics.median(kls), "kl_max": max(kls)}
+    fields = _mean_fields("kl", kls)
+    fields["kl_low"] = max(0.0, fields["kl_low"])  # each estimate is >= 0; the t interval need not be
+    return {**fields, "kl_median": statistics.median(kls), "kl_max": max(kls)}
 
 
 def _separated(a: dict, b: dict, key: str) -> int:

@@ -17,12 +17,15 @@ COLUMNS = {  # shown column -> metric (with its interval where it has one)
     "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
     "vs start (held-out)": "heldout_versus_win_rate", "honest quotes": "honest_supporting",
     "rollout quotes": "rollout_supporting", "invented": "dishonest_invented", "verified": "verified_rate",
-    "words": "mean_words", "KL": "kl", "KL median": "kl_median", "reward (honest)": "reward_honest",
+    "words": "mean_words", "KL": "kl", "KL median": "kl_median", "reward (honest)": "eval_reward",
+    "rollout reward": "reward_honest",
     "reward ~ evidence": "evidence_agreement", "units": "units", "loss": "loss", "seconds": "seconds",
 }
-PANELS = [("judge_accuracy", "training judge accuracy"), ("heldout_accuracy", "held-out judge accuracy"),
-          ("honest_supporting", "honest supporting-quote rate"), ("reward_honest", "mean reward, honest side"),
-          ("kl", "KL to the reference"), ("mean_words", "mean speech length (words)")]
+PANELS = [("judge_accuracy", "training judge accuracy (= honest win rate)"),
+          ("heldout_accuracy", "held-out judge accuracy"), ("honest_supporting", "honest supporting-quote rate"),
+          ("eval_reward", "mean reward, honest side"), ("kl", "KL to the reference"),
+          ("mean_words", "mean speech length (words)")]
+ROLLOUTS = {"honest_supporting": "rollout_supporting", "eval_reward": "reward_honest"}  # the same, in the rollouts
 
 
 def iteration_frame(store: Store, run: str) -> pd.DataFrame:
@@ -48,7 +51,8 @@ def format_train_report(store: Store, run: str) -> str:
         return f"training run {run}: no iteration is complete yet"
     table = pd.DataFrame({name: [_cell(r, key) for _, r in frame.iterrows()] for name, key in COLUMNS.items()},
                          index=frame["iteration"].rename("iteration"))
-    lines = [f"training run {run}: {len(frame)} iterations recorded (0 = before any update); 95% Wilson intervals",
+    lines = [f"training run {run}: {len(frame)} iterations recorded (0 = before any update); 95% intervals (Wilson "
+             "for rates, Student t for means); rollout columns: the training games, written before the update",
              table.to_string()]
     skipped = frame[frame["skipped"].notna()] if "skipped" in frame else frame.iloc[0:0]
     for _, r in skipped.iterrows():
@@ -101,9 +105,9 @@ def plot_training(store: Store, run: str, path: Path) -> Optional[Path]:
             ax.plot(x, y, marker="o", label="held-out games")
             if f"{key}_low" in frame:
                 ax.fill_between(x, frame[f"{key}_low"].astype(float), frame[f"{key}_high"].astype(float), alpha=0.2)
-        if key == "honest_supporting" and "rollout_supporting" in frame:
+        if ROLLOUTS.get(key) in frame:
             # an iteration's rollouts come from the policy before its update: drawn at the iteration that policy ends
-            ax.plot(frame["iteration"] - 1, frame["rollout_supporting"].astype(float), marker="s", linestyle="--",
+            ax.plot(frame["iteration"] - 1, frame[ROLLOUTS[key]].astype(float), marker="s", linestyle="--",
                     label="training rollouts")
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)

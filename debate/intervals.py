@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -28,3 +29,32 @@ def difference_interval(k1: float, n1: int, k2: float, n2: int, z: float = 1.96)
     (l1, u1), (l2, u2) = wilson_interval(k1, n1, z), wilson_interval(k2, n2, z)
     d = p2 - p1
     return (d, d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2))
+
+
+def t_quantile(df: int, z: float = 1.96) -> float:
+    """Student's t quantile with `df` degrees of freedom at the normal quantile `z` (1.96: the 0.975 quantile),
+    by the Cornish-Fisher expansion of Abramowitz and Stegun 26.7.5: within 0.004 of the exact value at 3 degrees
+    of freedom and 0.001 from 4; at 1.96 the values for 1 and 2, where the expansion fails, are the exact ones."""
+    if df < 1:
+        raise ValueError(f"t_quantile needs at least 1 degree of freedom, got {df}")
+    if abs(z - 1.96) < 1e-9 and df <= 2:
+        return (12.7062, 4.3027)[df - 1]  # exact for the 0.975 quantile, where the expansion is poor
+    g = ((z**3 + z) / 4,
+         (5 * z**5 + 16 * z**3 + 3 * z) / 96,
+         (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384,
+         (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160)
+    return z + sum(gk / df ** (k + 1) for k, gk in enumerate(g))
+
+
+def mean_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
+    """The mean of `values` with its Student t interval (95% for z = 1.96); nans for no value, and the mean
+    with nans for one (no spread to measure)."""
+    n = len(values)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    mean = math.fsum(values) / n
+    if n == 1:
+        return (mean, math.nan, math.nan)
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_quantile(n - 1, z) * sd / math.sqrt(n)
+    return (mean, mean - half, mean + half)

@@ -62,6 +62,9 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
         assert r["evidence_comparisons"] >= 0 and "evidence_agreement" in r  # the random model rarely quotes
         assert 0 <= r["kl_median"] <= r["kl_max"] and r["kl"] <= r["kl_max"]
         assert r["rollout_supporting_n"] == 3 * 2 and r["rollout_invented_n"] == 3 * 2  # one honest speech a debate
+        games = r["judge_accuracy_n"] + r["judge_accuracy_failed"]  # the self games: 2 questions, both seatings
+        assert games == 4 and r["eval_reward_n"] == r["judge_accuracy_n"] and r["mean_words_n"] == 2 * games
+        assert r["honest_win_rate_low"] == r["judge_accuracy_low"] and r["kl_high"] >= r["kl"] >= r["kl_low"] >= 0
     assert result.rows[0]["kl"] == 0.0
     train_q, heldout_q = split_questions(cfg)
     transcripts = result.store.transcripts("r")
@@ -272,6 +275,43 @@ def test_difference_interval_matches_newcombe_1998():
     assert all(x != x for x in difference_interval(0, 0, 3, 4))  # no games: nan, never a number
 
 
+def test_mean_interval_matches_students_t():
+    from debate.intervals import mean_interval, t_quantile
+
+    # the 0.975 quantiles of Student's t (any table): the expansion within 0.004 at 3 degrees of freedom, 0.001 from 4
+    for df, exact in {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 9: 2.2622, 31: 2.0395, 100: 1.9840}.items():
+        assert t_quantile(df) == pytest.approx(exact, abs=0.004 if df == 3 else 0.001)
+    mean, low, high = mean_interval([1, 2, 3, 4, 5])  # sd sqrt(2.5), standard error sqrt(0.5)
+    assert mean == 3 and (low, high) == pytest.approx((3 - 2.7764 * 0.5**0.5, 3 + 2.7764 * 0.5**0.5), abs=1e-3)
+    assert mean_interval([7.0])[0] == 7.0 and all(x != x for x in mean_interval([7.0])[1:])  # no spread: no interval
+    assert all(x != x for x in mean_interval([]))
+    with pytest.raises(ValueError):
+        t_quantile(0)
+
+
+def test_held_out_reward_and_length_carry_intervals():
+    from debate.records import Seat, Speech, Transcript, Verdict
+    from debate.synthetic import generate
+    from arenas.selfplay_eval import honest_reward, quoting, verdict_map
+
+    qs = {q.id: q for q in generate(3, 402, "easy", "heldout")}
+    seats = (Seat("debater_a", "current", 0), Seat("debater_b", "current", 1))
+    games = [Transcript(f"g{i}", "r", "self-1", q_id, "simultaneous", seats, status="complete", tags=("self",),
+                        speeches=(Speech(f"g{i}", 0, 0, "debater_a", 0, "current", " ".join(["w"] * (10 + i))),
+                                  Speech(f"g{i}", 1, 0, "debater_b", 1, "current", " ".join(["w"] * 20))))
+             for i, q_id in enumerate(qs)]
+    p0 = [0.9, 0.4, None]  # the third verdict failed: left out of the reward
+    verdicts = verdict_map([Verdict(f"v{i}", "r", g.id, g.question_id, "rm", p) for i, (g, p) in
+                            enumerate(zip(games, p0))], "rm")
+    honest = [2 * (p if qs[g.question_id].correct == 0 else 1 - p) - 1 for g, p in zip(games[:2], p0[:2])]
+    out = honest_reward(games, verdicts, qs)
+    assert out["eval_reward"] == pytest.approx(sum(honest) / 2) and out["eval_reward_n"] == 2
+    assert out["eval_reward_low"] < out["eval_reward"] < out["eval_reward_high"]
+    words = quoting(games, qs)
+    assert words["mean_words"] == pytest.approx((10 + 11 + 12 + 3 * 20) / 6) and words["mean_words_n"] == 6
+    assert words["mean_words_low"] < words["mean_words"] < words["mean_words_high"]
+
+
 def test_change_line_reports_each_rate_first_to_last():
     from arenas.train_report import change_line
 
@@ -293,6 +333,8 @@ def test_kl_fields_show_the_spread_behind_the_mean():
 
     out = kl_fields([0.1, 0.2, 0.3, 9.4])  # one speech drives the mean
     assert out["kl"] == pytest.approx(2.5) and out["kl_median"] == pytest.approx(0.25) and out["kl_max"] == 9.4
+    # its Student t interval (3 degrees of freedom: 3.1824; sd 4.601), the lower end held at 0 as each estimate is
+    assert out["kl_high"] == pytest.approx(2.5 + 3.1824 * 4.6011 / 2, abs=0.02) and out["kl_low"] == 0.0
     assert kl_fields([]) == {"kl": 0.0, "kl_median": 0.0, "kl_max": 0.0}  # before any update
     assert all(math.isnan(v) for v in kl_fields(None).values())  # not measured
 
