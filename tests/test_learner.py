@@ -91,6 +91,28 @@ def test_dpo_update_raises_margin_and_keeps_reference(tiny_model_dir):
     assert learner.kl_to_reference([chosen, rejected]) == pytest.approx(sum(each) / 2)
 
 
+def test_sft_weight_keeps_the_chosen_speech_likely(tiny_model_dir):
+    """DPO widens the margin by lowering both speeches as readily as by raising the chosen one; the likelihood
+    term (`sft_weight`) makes the same update raise the chosen speech's own log-probability further."""
+    after = {}
+    for weight in (0.0, 5.0):
+        learner = _learner(tiny_model_dir, epochs=4, sft_weight=weight)
+        b = learner.backend
+        pair = [_sample(b, 0, SPEECHES[0], 1.0), _sample(b, 1, SPEECHES[1], -1.0)]
+        before = _seq_logp(learner, pair)
+        learner.update(pair)
+        after[weight] = _seq_logp(learner, pair) - before
+    assert after[5.0][0] > after[0.0][0] + 0.25 and after[5.0][0] > 0  # the chosen speech: more likely
+    assert after[5.0][0] - after[5.0][1] > 0  # still preferred to the rejected one
+
+
+def test_sft_weight_needs_a_pair_objective():
+    from debate.configs import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="sft_weight"):
+        TrainConfig(objective="kto", sft_weight=1.0)
+
+
 @pytest.mark.parametrize("objective", ["kto", "reinforce", "ppo"])
 def test_objectives_follow_the_advantage(tiny_model_dir, objective):
     learner = _learner(tiny_model_dir, objective=objective, epochs=3, beta=0.5)

@@ -16,7 +16,7 @@ import torch
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from debate.training.objectives import dpo, ipo, kto, kto_kl  # noqa: E402
+from debate.training.objectives import dpo, ipo, kto, kto_kl, sft  # noqa: E402
 
 BETA = 0.3
 PREFS = [
@@ -48,12 +48,17 @@ def perturb(policy, ref, seed: int) -> None:
             p.copy_(p_ref + 0.05 * torch.randn(p.shape, generator=gen))
 
 
-def seq_logps(model, input_ids, attention_mask, completion_mask) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of log pi over each row's completion tokens, and their count (our own computation)."""
+def token_logps(model, input_ids, attention_mask, completion_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi of each next token, and the mask of the completion's tokens (our own computation)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-    token_logps = logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    mask = completion_mask[:, 1:].to(token_logps.dtype)
-    return (token_logps * mask).sum(-1), mask.sum(-1)
+    logps = logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return logps, completion_mask[:, 1:].to(logps.dtype)
+
+
+def seq_logps(model, input_ids, attention_mask, completion_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log pi over each row's completion tokens, and their count."""
+    logps, mask = token_logps(model, input_ids, attention_mask, completion_mask)
+    return (logps * mask).sum(-1), mask.sum(-1)
 
 
 def grads(model) -> list[torch.Tensor]:
@@ -95,6 +100,41 @@ def test_dpo_and_ipo_match_trl(models, tmp_path, loss_type):
     else:  # TRL's IPO, like ours, compares log-ratios averaged over each completion's tokens
         n_chosen, n_rejected = lengths.chunk(2)
         ours = ipo(chosen / n_chosen, rejected / n_rejected, BETA).mean()
+    ours.backward()
+    our_grads = grads(model)
+
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    assert len(our_grads) == len(their_grads) > 0
+    for g_ours, g_theirs in zip(our_grads, their_grads):
+        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_dpo_with_a_likelihood_term_matches_trls_sigmoid_plus_sft(models, tmp_path):
+    """`sft_weight`: DPO plus the chosen speeches' token-mean negative log-likelihood, as TRL's loss_type
+    ["sigmoid", "sft"] with loss_weights [1, w] (the RPO recipe)."""
+    from trl import DPOConfig, DPOTrainer
+
+    policy, ref, tok = models
+    perturb(policy, ref, seed=2)
+    weight = 0.7
+    args = DPOConfig(**common_args(tmp_path), loss_type=["sigmoid", "sft"], loss_weights=[1.0, weight])
+    trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(PREFS),
+                         processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    model.zero_grad(set_to_none=True)
+    theirs = trainer.compute_loss(model, batch)
+    theirs.backward()
+    their_grads = grads(model)
+
+    logps, mask = token_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    with torch.no_grad():
+        ref_logps, _ = seq_logps(trainer.ref_model, batch["input_ids"], batch["attention_mask"],
+                                 batch["completion_mask"])
+    chosen, rejected = ((logps * mask).sum(-1) - ref_logps).chunk(2)
+    n = len(chosen)
+    ours = dpo(chosen, rejected, BETA).mean() + weight * sft(logps[:n], mask[:n])
+    assert weight * sft(logps[:n], mask[:n]).item() > 0.1  # the likelihood term is a real part of the loss
     ours.backward()
     our_grads = grads(model)
 

@@ -78,6 +78,9 @@ class TrainConfig(_Fields):
     lr: Annotated[Float, Field(gt=0)] = 5e-5
     batch: Annotated[Int, Field(ge=1)] = 8  # sequences per micro-batch of the update
     epochs: Annotated[Int, Field(ge=1)] = 1  # passes over an iteration's samples
+    # dpo/ipo: weight of a negative log-likelihood term on the chosen speeches (TRL's loss_type ["sigmoid", "sft"] with
+    # loss_weights [1, sft_weight]; RPO, Pang et al. 2024): DPO alone may lower both speeches of a pair (run long11)
+    sft_weight: Annotated[Float, Field(ge=0)] = 0.0
     max_grad_norm: Annotated[Float, Field(ge=0)] = 1.0
     ppo_clip: Annotated[Float, Field(gt=0, lt=1)] = 0.2
     iterations: Annotated[Int, Field(ge=1)] = 2
@@ -126,6 +129,9 @@ class TrainConfig(_Fields):
         if self.objective in ("dpo", "ipo") and self.samples < 2 and self.reward != "turn":  # turn pairs branches
             raise ValueError(f"samples: objective {self.objective} pairs the best and worst of several samples per "
                              f"question and side; set samples >= 2 (or reward: turn, which pairs the branches of a speech)")
+        if self.sft_weight > 0 and self.objective not in ("dpo", "ipo"):
+            raise ValueError(f"sft_weight: weighs a likelihood term on the chosen speech of each pair, so it needs "
+                             f"objective dpo or ipo (got {self.objective}); set sft_weight: 0")
         if self.opponents == "all" and (self.reward != "judge" or self.protocol != "simultaneous" or self.rounds != 1):
             raise ValueError(f"opponents: all pairs speeches that never saw each other, so it needs reward: judge, "
                              f"protocol: simultaneous and rounds: 1 (got reward: {self.reward}, protocol: "

@@ -17,7 +17,7 @@ import torch
 
 from debate.training.config import TrainConfig
 from debate.training.logprobs import completion_logps, pad_rows, sequence_kl, sequence_logratio, unpad_rows
-from debate.training.objectives import get_objective, kto_kl
+from debate.training.objectives import get_objective, kto_kl, sft
 from debate.training.samples import Sample
 
 Tensor = torch.Tensor
@@ -111,7 +111,8 @@ class Learner:
         return self.train_tokens(samples)
 
     def train_pairs(self, pairs: Sequence[tuple[Sample, Sample]]) -> dict:
-        """DPO or IPO on (chosen, rejected) pairs; IPO averages each log-ratio per token, as TRL does."""
+        """DPO or IPO on (chosen, rejected) pairs; IPO averages each log-ratio per token, as TRL does. With
+        `sft_weight` the chosen speeches' negative log-likelihood (token mean over the micro-batch) is added."""
         if not pairs:
             return self._skip("no usable pairs (every group tied or had one sample)")
         seqs = [c for c, _ in pairs] + [r for _, r in pairs]
@@ -123,7 +124,10 @@ class Learner:
             idx = chunk + [n + i for i in chunk]
             logp, mask = self.policy_logps([seqs[i] for i in idx], grad=True)
             r = sequence_logratio(logp, pad_rows([refs[i] for i in idx])[0], mask, average)
-            return self.objective.loss(r[: len(chunk)], r[len(chunk) :], self.cfg.beta).mean()
+            out = self.objective.loss(r[: len(chunk)], r[len(chunk) :], self.cfg.beta).mean()
+            if self.cfg.sft_weight > 0:
+                out = out + self.cfg.sft_weight * sft(logp[: len(chunk)], mask[: len(chunk)])
+            return out
 
         return self._run(n, max(1, self.cfg.batch // 2), loss, seqs, refs)
 

@@ -16,6 +16,11 @@ import torch.nn.functional as F
 Tensor = torch.Tensor
 
 
+def _token_mean(x: Tensor, mask: Tensor) -> Tensor:
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 def dpo(chosen: Tensor, rejected: Tensor, beta: float) -> Tensor:
     """Per-pair DPO loss -log sigmoid(beta * h), h = r(chosen) - r(rejected)."""
     return -F.logsigmoid(beta * (chosen - rejected))
@@ -25,6 +30,12 @@ def ipo(chosen: Tensor, rejected: Tensor, beta: float) -> Tensor:
     """Per-pair IPO loss (h - 1 / (2 beta))^2. The learner passes log-ratios averaged over each
     completion's tokens, as TRL does (a summed h makes the target scale with speech length)."""
     return (chosen - rejected - 1.0 / (2.0 * beta)) ** 2
+
+
+def sft(logp: Tensor, mask: Tensor) -> Tensor:
+    """The negative log-likelihood of the chosen completions: -log pi averaged over every completion token of the
+    batch (TRL's DPO `sft` loss term, added to DPO or IPO with the weight `sft_weight`)."""
+    return _token_mean(-logp, mask)
 
 
 def kto(logratio: Tensor, desirable: Tensor, kl: Tensor, beta: float,
@@ -53,11 +64,6 @@ def returns(logp: Tensor, ref_logp: Tensor, mask: Tensor, outcome: Tensor, beta:
     rewards[torch.arange(len(last)), last] += outcome.to(logp.dtype)
     to_go = rewards.flip(1).cumsum(1).flip(1)
     return to_go * mask
-
-
-def _token_mean(x: Tensor, mask: Tensor) -> Tensor:
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def reinforce(logp: Tensor, ref_logp: Tensor, mask: Tensor, outcome: Tensor, baseline: Tensor, beta: float) -> Tensor:
