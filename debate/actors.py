@@ -164,7 +164,12 @@ class _RayFuture:
     def result(self) -> Any:
         import ray
 
-        return ray.get(self.ref)
+        try:
+            return ray.get(self.ref)
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, ConfigError):  # bad input, named by the actor: shown as raised, not as a trace
+                raise exc.cause from None
+            raise
 
 
 _STARTED: list["RemotePolicy"] = []  # the actors this process started and has not closed: stopped with it

@@ -208,10 +208,13 @@ def test_bad_layouts_are_config_errors(tmp_path, tiny_model_dir):
 @pytest.mark.slow
 def test_hand_over_between_ray_actors(tmp_path, tiny_model_dir):
     """The same hand-over with the learner and the generating policy in two Ray actors (two processes)."""
+    import json
+
     import ray
 
     from debate.actors import start_ray
     from debate.configs import RayConfig
+    from debate.training.checkpoint import CheckpointError
 
     cfg = tiny_cfg(tmp_path / "results", lr=0.2, epochs=5, use_ray=True)
     start_ray(RayConfig(num_cpus=2))
@@ -225,6 +228,15 @@ def test_hand_over_between_ray_actors(tmp_path, tiny_model_dir):
         assert served == [r.text for r in handle.learner.call("generate", reqs, False)]
         assert served != before  # the adapter changed what the generating actor writes
         assert [r.text for r in handle.generator.call("generate", reqs, True)] == before  # reference: adapter off
+        # a checkpoint of another base model: the actor's clear error reaches the caller as raised, not as a trace
+        folder = tmp_path / "ckpt"
+        handle.call("save", str(folder), 1, {})
+        state = json.loads((folder / "state.json").read_text())
+        state["identity"]["fingerprint"] = "0" * 16
+        (folder / "state.json").write_text(json.dumps(state))
+        with pytest.raises(CheckpointError, match="ckpt was made for another base model") as caught:
+            handle.call("load", str(folder))
+        assert type(caught.value) is CheckpointError
         handle.close()
     finally:
         ray.shutdown()

@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from debate.configs import ConfigError
+
 STATE = "state.json"
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that does not fit the learner loading it (another base model, another method, other weights)."""
 
 
 def model_identity(model: Any) -> dict:
@@ -105,17 +111,17 @@ def read_state(folder: Path) -> dict:
 def load_checkpoint(learner: Any, folder: Path) -> dict:
     """Restore weights, optimizer, RNG states and version; returns the saved state.
 
-    Raises ValueError naming the folder when it was made for another base model or another method."""
+    Raises CheckpointError naming the folder when it was made for another base model or another method."""
     folder = Path(folder)
     old = folder.with_name(f".{folder.name}.old")
     if not folder.exists() and old.exists():  # a save was killed between its two renames
         folder = old
     state = read_state(folder)
     if not _same_base(state["identity"], learner.identity):
-        raise ValueError(f"checkpoint {folder} was made for another base model ({state['identity']}); this learner's "
+        raise CheckpointError(f"checkpoint {folder} was made for another base model ({state['identity']}); this learner's "
                          f"is {learner.identity}. Resume with the base model it was trained from, or start a new run")
     if state["method"] != learner.cfg.method:
-        raise ValueError(f"checkpoint {folder} holds method {state['method']!r} weights, the learner uses "
+        raise CheckpointError(f"checkpoint {folder} holds method {state['method']!r} weights, the learner uses "
                          f"{learner.cfg.method!r}; set method: {state['method']} to resume it")
     device = learner.device
     weights = folder / "weights"
@@ -135,7 +141,7 @@ def load_checkpoint(learner: Any, folder: Path) -> dict:
         tied = bool(getattr(learner.model.config, "tie_word_embeddings", False))
         missing = [k for k in result.missing_keys if not (tied and k.endswith("lm_head.weight"))]
         if missing or result.unexpected_keys:
-            raise ValueError(f"checkpoint {folder}: weights do not match the model (missing {missing[:3]}, "
+            raise CheckpointError(f"checkpoint {folder}: weights do not match the model (missing {missing[:3]}, "
                              f"unexpected {result.unexpected_keys[:3]})")
     learner.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
     _set_rng_state(torch.load(folder / "rng.pt", weights_only=True), state["rng"])
