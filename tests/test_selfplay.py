@@ -117,8 +117,22 @@ from tests.test_selfplay import tiny_cfg, handles
 from arenas.selfplay import run_training
 cfg = tiny_cfg(Path({results!r}), iterations=3)
 learner, judges = handles(cfg, Path({tiny!r}))
+generate, generated = learner.server.generate, [0]
+def counting(requests, reference=False):  # every speech this process asks the policy for
+    generated[0] += len(requests)
+    return generate(requests, reference)
+learner.server.generate = counting
 run_training(cfg, run="r", resume={resume}, progress=False, learner=learner, judge_policies=judges)
+(Path({results!r}) / "generated.txt").write_text(str(generated[0]))
 """
+
+
+def _speech_rows(db: Path) -> dict[tuple[str, int], tuple[str, float]]:
+    """Every stored speech: (transcript, index) -> (its JSON, when it was stored)."""
+    import sqlite3
+
+    with sqlite3.connect(db, timeout=30) as c:
+        return {(t, i): (j, at) for t, i, j, at in c.execute("SELECT transcript_id, idx, json, created FROM speeches")}
 
 
 def _run(tmp_path, tiny_dir, results, resume):
@@ -154,7 +168,16 @@ def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, ti
     assert proc.poll() is None, "the run ended before it could be killed mid-iteration"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    stored_before = _speech_rows(killed / "debate.sqlite")
     assert _run(tmp_path, tiny_model_dir, killed, True).wait(timeout=600) == 0
+    stored_after = _speech_rows(killed / "debate.sqlite")
+    assert all(stored_after[k] == v for k, v in stored_before.items())  # no stored speech rewritten
+    whole_speeches = _speech_rows(whole / "debate.sqlite")
+    assert int((whole / "generated.txt").read_text()) == len(whole_speeches)  # every generated speech is stored
+    # the resumed run generated exactly the speeches missing at the kill (stored ones are ignored on insert, so
+    # only a count shows that none was generated again)
+    assert int((killed / "generated.txt").read_text()) == len(stored_after) - len(stored_before) > 0
+    assert len(stored_after) == len(whole_speeches)
     a, b = Store(whole, read_only=True), Store(killed, read_only=True)
     rows_a, rows_b = iteration_rows(a, "r"), iteration_rows(b, "r")
     assert [r["iteration"] for r in rows_b] == [0, 1, 2, 3]
