@@ -47,7 +47,7 @@ def handles(cfg, tiny_dir):
     return LearnerHandle(server=server), judges
 
 
-def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir, monkeypatch):
+def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir, tiny_policy, monkeypatch):
     from arenas.selfplay import run_training, split_questions
     from arenas.train_report import format_train_report, plot_training
 
@@ -80,6 +80,23 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     assert "change from iteration 0 to 2 (95% interval of the difference): judge acc" in text
     assert all(r["heldout_versus_win_rate_n"] >= 0 for r in result.rows[1:])
     assert plot_training(result.store, "r", tmp_path / "t.png").stat().st_size > 0
+    # the trained debater plays a tournament as `model: debater:r` and gets a rating against the base
+    from debate.actors import LocalPolicy, PolicyServer
+    from debate.configs import load_tournament
+    from arenas.report import build_report
+    from arenas.tournament import run_tournament
+    from tests.conftest import tiny_config
+
+    data = tiny_config(tiny_model_dir, tmp_path / "tournament", n=2, protocols=[{"name": "simultaneous", "rounds": 1}])
+    data["policies"].append({"name": "trained", "model": "debater:r", "device": "cpu"})
+    data["entries"] = [data["entries"][0], {"name": "trained", "policy": "trained", "temperature": 0.0,
+                                            "max_new_tokens": 12}]
+    trained = LocalPolicy(PolicyServer(load_tournament(data).policy("trained")))
+    played = run_tournament(load_tournament(data), run="vs-base", progress=False,
+                            policies={"p": tiny_policy, "trained": trained, "j": tiny_policy})
+    board = build_report(played.store, "vs-base").leaderboard
+    overall = board[board["scope"] == "overall"]
+    assert set(overall["player"]) == {"cold", "trained"} and (overall["games"] > 0).all()
 
 
 def test_overlapping_splits_and_bad_objective_are_config_errors(tmp_path):
