@@ -229,11 +229,24 @@ def test_offline_update_from_a_tournaments_verdicts_and_from_peoples(tmp_path, t
     assert "debater:off" in line
     after = dict(learner.server.learner.model.named_parameters())
     assert any(not (after[k] == v).all() for k, v in before.items())  # the adapter moved
-    # people's verdicts as the reward: rows from a human judge, chosen with --judge
-    people = [replace(v, id=v.id + "-alice", judge="alice") for v in played.store.verdicts("t") if v.p_answer0 is not None]
-    played.store.add_verdicts(people)
-    line = offline_update(cfg, "t", judge="alice", run="off-people", learner=learner, progress=False)
-    assert iteration_rows(played.store, "off-people")[0]["judge"] == "alice"
+    # people's verdicts as the reward: judged through the browser's queue (one debate of a story per person), then
+    # chosen with --judge human
+    from judges.human_queue import HUMAN_JUDGE, HumanQueue
+
+    queue = HumanQueue(played.store)
+    games = [t for t in played.store.transcripts("t") if t.status == "complete" and t.protocol == "debate"]
+    assert queue.enqueue("t", games) == len(games) > 0
+    given = 0
+    for person in (f"person{i}" for i in range(len(games))):
+        queue.add_judge(person)
+        while (slot := queue.take(person)) is not None:
+            queue.submit(slot.id, person, slot.lease, 0.8 if given % 2 else 0.3, "The first debater quoted the story.")
+            given += 1
+    assert given == len(games)
+    line = offline_update(cfg, "t", judge=HUMAN_JUDGE, run="off-people", learner=learner, progress=False)
+    row = iteration_rows(played.store, "off-people")[0]
+    assert row["judge"] == HUMAN_JUDGE and row["units"] > 0, row
+    assert row["samples"] == sum(len(t.speeches) for t in games)  # every speech of every judged debate
     with pytest.raises(ConfigError, match="no usable verdict from judge 'bob'"):
         offline_update(cfg, "t", judge="bob", run="off-bob", learner=learner, progress=False)
     for reward in ("turn", "verifiable"):  # rewards that need live rollouts are refused, not silently replaced
