@@ -43,12 +43,31 @@ class TrainResult:
     rows: list[dict]
 
 
+def trained_on(cfg: TrainConfig) -> dict[str, list[Question]]:
+    """The questions the other stages learn from: the warm start's demonstrations and the reward model's training
+    and validation sets (as judges.train draws them)."""
+    from judges.reward_model import judge_config
+    from judges.train import split_questions as judge_splits
+
+    ws = cfg.warm_start
+    rm = judge_splits(judge_config(cfg, Path(ws.name)))
+    return {"warm_start": generate(ws.questions, ws.seed, cfg.difficulty, "warm-start"),
+            "reward_model": rm["train"] + rm["val"]}
+
+
 def split_questions(cfg: TrainConfig) -> tuple[list[Question], list[Question]]:
-    """The training and held-out questions, checked disjoint (ids and passages)."""
+    """The training and held-out questions, checked disjoint (ids and passages); no held-out passage is one the
+    warm start or the reward model learned from either."""
     train = generate(cfg.train_questions.n, cfg.train_questions.seed, cfg.difficulty, "train")
     heldout = generate(cfg.heldout_questions.n, cfg.heldout_questions.seed, cfg.difficulty, "heldout")
     if {q.id for q in train} & {q.id for q in heldout} or {q.passage for q in train} & {q.passage for q in heldout}:
         raise ConfigError("train_questions and heldout_questions overlap; give them different seeds")
+    passages = {q.passage for q in heldout}
+    for stage, questions in trained_on(cfg).items():
+        shared = passages & {q.passage for q in questions}
+        if shared:
+            raise ConfigError(f"heldout_questions: {len(shared)} of their passages are among the {stage} questions, "
+                              f"which training learns from; choose another heldout_questions.seed")
     return train, heldout
 
 

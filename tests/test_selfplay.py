@@ -109,7 +109,28 @@ def test_overlapping_splits_and_bad_objective_are_config_errors(tmp_path):
         tiny_cfg(tmp_path, objective="grpo")
     with pytest.raises(ConfigError, match="beta"):
         tiny_cfg(tmp_path, beta=-1)
+    with pytest.raises(ConfigError, match="beta"):
+        tiny_cfg(tmp_path, beta=11)
     assert split_questions(tiny_cfg(tmp_path))  # disjoint seeds: fine
+
+
+def test_held_out_passages_are_none_the_warm_start_or_reward_model_learns_from(tmp_path, monkeypatch):
+    import arenas.selfplay as selfplay
+    from debate.training.config import preset_names, train_config
+
+    for name in preset_names():  # the presets' real sets
+        cfg = train_config(None, name)
+        stages = selfplay.trained_on(cfg)
+        assert len(stages["warm_start"]) == cfg.warm_start.questions
+        assert len(stages["reward_model"]) == (cfg.reward_model.templated_questions + cfg.reward_model.policy_questions
+                                               + cfg.reward_model.val_questions)
+        heldout = selfplay.split_questions(cfg)[1]
+        assert not {q.passage for q in heldout} & {q.passage for qs in stages.values() for q in qs}
+    cfg = tiny_cfg(tmp_path)
+    heldout = selfplay.split_questions(cfg)[1]
+    monkeypatch.setattr(selfplay, "trained_on", lambda c: {"warm_start": [], "reward_model": heldout[:1]})
+    with pytest.raises(ConfigError, match="1 of their passages are among the reward_model questions"):
+        selfplay.split_questions(cfg)
 
 
 def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_dir, monkeypatch):
