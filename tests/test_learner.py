@@ -206,7 +206,9 @@ def test_bench_train_on_tiny_model(tiny_model_dir):
 
     out = bench_train(str(tiny_model_dir), device="cpu", batch=4, objective="dpo", repeats=1)
     assert out["bench"] == "train" and out["device"] == "cpu" and out["batch"] == 4
-    assert out["ratio"] > 0 and out["learner_s"] > 0 and out["baseline_s"] > 0
+    assert out["learner_s"] > 0 and out["plain_s"] > 0 and out["step_s"] > 0
+    assert out["ratio"] == pytest.approx(out["plain_s"] / out["learner_s"], rel=0.05)
+    assert out["ratio_step"] == pytest.approx(out["step_s"] / out["learner_s"], rel=0.05)
 
 
 def test_load_survives_a_kill_between_renames(tiny_model_dir, tmp_path):
