@@ -103,7 +103,7 @@ class Session:
 
     def play(self, planned: Sequence[Any], judges: Sequence[ModelJudge]) -> list:
         return play_and_judge(self.store, planned, self.questions, protocol_of(self.cfg), self.policies, self.cfg,
-                              judges, self.progress)
+                              judges, self.progress, (HELDOUT_JUDGE,) if self.cfg.heldout_reads_passage else ())
 
 
 def rewards_for(s: Session, games: Sequence[Any], samples: Sequence[Any]) -> tuple[list, dict]:

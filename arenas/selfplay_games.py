@@ -5,7 +5,7 @@ judged by every judge, and turned into training samples."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Collection, Mapping, Optional, Sequence, Union
 
 from debate.configs import EntryConfig
 from debate.engine import Debate, Engine
@@ -65,9 +65,10 @@ def plan_eval(run: str, it: int, questions: Sequence[Question], protocol: Protoc
 
 def play_and_judge(store: Store, planned: Sequence[Transcript], questions: Mapping[str, Question], protocol: Protocol,
                    policies: Mapping[str, Any], cfg: TrainConfig, judges: Sequence[Judge], progress: bool = True,
-                   ) -> list[Transcript]:
+                   reads_passage: Collection[str] = ()) -> list[Transcript]:
     """Store the planned games (idempotent), play those not finished, judge those a judge has no verdict
-    for; returns the planned games as stored, with their speeches."""
+    for (the judges named in `reads_passage` with the passage shown, as in the expert protocol); returns the
+    planned games as stored, with their speeches."""
     store.add_transcripts(planned)
     ids = {t.id for t in planned}
     run = planned[0].run if planned else ""
@@ -80,7 +81,8 @@ def play_and_judge(store: Store, planned: Sequence[Transcript], questions: Mappi
         stored = [now.get(t.id, t) for t in stored]
     complete = [t for t in stored if t.status == "complete"]
     for judge in judges:
-        cases = cases_to_judge(store, run, judge.name, {protocol.name: protocol}, questions, complete)
+        shown = replace(protocol, judge_sees_passage=True) if judge.name in reads_passage else protocol
+        cases = cases_to_judge(store, run, judge.name, {protocol.name: shown}, questions, complete)
         judge_cases(judge, cases, store, progress)
     return stored
 

@@ -133,6 +133,31 @@ def test_held_out_passages_are_none_the_warm_start_or_reward_model_learns_from(t
         selfplay.split_questions(cfg)
 
 
+def test_the_held_out_judge_can_read_the_passage(tmp_path, tiny_model_dir, monkeypatch):
+    """`heldout_reads_passage`: the held-out judge sees the passage (as in the expert protocol), the reward model
+    never does."""
+    from arenas.selfplay import run_training, split_questions
+    from debate.backends.mock import mock_policy
+
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg(tmp_path / "results", iterations=1, heldout_reads_passage=True)
+    learner, _ = handles(cfg, tiny_model_dir)
+    seen: dict[str, list[str]] = {"rm": [], "heldout": []}
+
+    def recording(name):
+        def letters(messages):
+            seen[name].append(" ".join(text for _, text in messages))
+            return letters_from_length(messages)
+        return letters
+
+    judges = [mock_policy("rm", letters=recording("rm")), mock_policy("heldout", letters=recording("heldout"))]
+    run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
+    train_q, heldout_q = split_questions(cfg)
+    passages = [q.passage[:60] for q in heldout_q + train_q]
+    assert seen["heldout"] and all(any(p in m for p in passages) for m in seen["heldout"])
+    assert seen["rm"] and not any(p in m for p in passages for m in seen["rm"])
+
+
 def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_dir, monkeypatch):
     from arenas.selfplay import run_training
 

@@ -103,6 +103,7 @@ class TrainConfig(_Fields):
     turn_branches: Annotated[Int, Field(ge=2)] = 2  # reward turn: alternative speeches per branch point (its group)
     turn_rounds: Optional[tuple[Int, ...]] = None  # reward turn: the rounds (0-based) whose speeches branch; unset: every round
     heldout_judge: str = "judge:embedded"  # a second judge training never sees; scores the held-out debates too
+    heldout_reads_passage: bool = False  # the held-out judge reads the passage (as in the expert protocol)
     min_letter_mass: Annotated[Float, Field(ge=0, lt=1)] = 1e-4
     warm_start: WarmStartConfig = WarmStartConfig()
     reward_model: RewardModelConfig = RewardModelConfig()
