@@ -72,27 +72,42 @@ def common_args(tmp_path) -> dict:
                 use_cpu=True, seed=0)
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
-def test_dpo_and_ipo_match_trl(models, tmp_path, loss_type):
+def trl_dpo(models, tmp_path, seed: int, **dpo_args):
+    """TRL's DPO trainer on PREFS with a policy perturbed off its reference: the trainer, its first collated batch
+    (rows: [chosen..., rejected...]), its loss on that batch and the gradients of that loss."""
     from trl import DPOConfig, DPOTrainer
 
     policy, ref, tok = models
-    perturb(policy, ref, seed=1)
-    args = DPOConfig(**common_args(tmp_path), loss_type=[loss_type])
+    perturb(policy, ref, seed=seed)
+    args = DPOConfig(**common_args(tmp_path), **dpo_args)
     trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(PREFS),
                          processing_class=tok)
-    batch = next(iter(trainer.get_train_dataloader()))  # rows: [chosen..., rejected...]
-    model = trainer.model
-    model.zero_grad(set_to_none=True)
-    theirs = trainer.compute_loss(model, batch)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.zero_grad(set_to_none=True)
+    theirs = trainer.compute_loss(trainer.model, batch)
     theirs.backward()
-    their_grads = grads(model)
+    return trainer, batch, theirs, grads(trainer.model)
 
-    logps, lengths = seq_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+
+def assert_same_loss_and_grads(model, ours: torch.Tensor, theirs: torch.Tensor, their_grads: list) -> None:
+    ours.backward()
+    our_grads = grads(model)
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
+    assert len(our_grads) == len(their_grads) > 0
+    for g_ours, g_theirs in zip(our_grads, their_grads):
+        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+
+
+def ref_seq_logps(trainer, batch) -> torch.Tensor:
     with torch.no_grad():
-        ref_logps, _ = seq_logps(trainer.ref_model, batch["input_ids"], batch["attention_mask"],
-                                 batch["completion_mask"])
-    ratios = logps - ref_logps
+        return seq_logps(trainer.ref_model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])[0]
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])
+def test_dpo_and_ipo_match_trl(models, tmp_path, loss_type):
+    trainer, batch, theirs, their_grads = trl_dpo(models, tmp_path, 1, loss_type=[loss_type])
+    logps, lengths = seq_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    ratios = logps - ref_seq_logps(trainer, batch)
     assert ratios.abs().min() > 1e-3  # the comparison is not vacuous
     chosen, rejected = ratios.chunk(2)
     if loss_type == "sigmoid":
@@ -100,48 +115,21 @@ def test_dpo_and_ipo_match_trl(models, tmp_path, loss_type):
     else:  # TRL's IPO, like ours, compares log-ratios averaged over each completion's tokens
         n_chosen, n_rejected = lengths.chunk(2)
         ours = ipo(chosen / n_chosen, rejected / n_rejected, BETA).mean()
-    ours.backward()
-    our_grads = grads(model)
-
-    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
-    assert len(our_grads) == len(their_grads) > 0
-    for g_ours, g_theirs in zip(our_grads, their_grads):
-        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+    assert_same_loss_and_grads(trainer.model, ours, theirs, their_grads)
 
 
 def test_dpo_with_a_likelihood_term_matches_trls_sigmoid_plus_sft(models, tmp_path):
     """`sft_weight`: DPO plus the chosen speeches' token-mean negative log-likelihood, as TRL's loss_type
     ["sigmoid", "sft"] with loss_weights [1, w] (the RPO recipe)."""
-    from trl import DPOConfig, DPOTrainer
-
-    policy, ref, tok = models
-    perturb(policy, ref, seed=2)
     weight = 0.7
-    args = DPOConfig(**common_args(tmp_path), loss_type=["sigmoid", "sft"], loss_weights=[1.0, weight])
-    trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=datasets.Dataset.from_list(PREFS),
-                         processing_class=tok)
-    batch = next(iter(trainer.get_train_dataloader()))
-    model = trainer.model
-    model.zero_grad(set_to_none=True)
-    theirs = trainer.compute_loss(model, batch)
-    theirs.backward()
-    their_grads = grads(model)
-
-    logps, mask = token_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-    with torch.no_grad():
-        ref_logps, _ = seq_logps(trainer.ref_model, batch["input_ids"], batch["attention_mask"],
-                                 batch["completion_mask"])
-    chosen, rejected = ((logps * mask).sum(-1) - ref_logps).chunk(2)
+    trainer, batch, theirs, their_grads = trl_dpo(models, tmp_path, 2, loss_type=["sigmoid", "sft"],
+                                                  loss_weights=[1.0, weight])
+    logps, mask = token_logps(trainer.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    chosen, rejected = ((logps * mask).sum(-1) - ref_seq_logps(trainer, batch)).chunk(2)
     n = len(chosen)
-    ours = dpo(chosen, rejected, BETA).mean() + weight * sft(logps[:n], mask[:n])
-    assert weight * sft(logps[:n], mask[:n]).item() > 0.1  # the likelihood term is a real part of the loss
-    ours.backward()
-    our_grads = grads(model)
-
-    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
-    assert len(our_grads) == len(their_grads) > 0
-    for g_ours, g_theirs in zip(our_grads, their_grads):
-        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+    likelihood = weight * sft(logps[:n], mask[:n])
+    assert likelihood.item() > 0.1  # the likelihood term is a real part of the loss
+    assert_same_loss_and_grads(trainer.model, dpo(chosen, rejected, BETA).mean() + likelihood, theirs, their_grads)
 
 
 def test_kto_matches_trl(models, tmp_path):
@@ -177,20 +165,11 @@ def test_kto_matches_trl(models, tmp_path):
 
     # z: TRL pairs each prompt with another example's completion (KL_* rows, built by TRL's collator) and
     # takes the mean log-ratio over the batch, detached and clamped at 0, which is exactly our kto_kl.
-    with torch.no_grad():
-        ref_logps, _ = seq_logps(trainer.ref_model, batch["input_ids"], batch["attention_mask"],
-                                 batch["completion_mask"])
+    ref_logps = ref_seq_logps(trainer, batch)
     z = kto_kl(kl_logratios())
     logps, _ = seq_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
     # TRL concatenates desirable then undesirable losses and averages; the mean does not depend on order
-    ours = kto(logps - ref_logps, batch["label"], z, BETA).mean()
-    ours.backward()
-    our_grads = grads(model)
-
     assert batch["label"].tolist() == [True, False, True, True]
-    assert ours.item() == pytest.approx(theirs.item(), abs=1e-5)
-    assert len(our_grads) == len(their_grads) > 0
-    for g_ours, g_theirs in zip(our_grads, their_grads):
-        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+    assert_same_loss_and_grads(model, kto(logps - ref_logps, batch["label"], z, BETA).mean(), theirs, their_grads)
     ratios = (logps - ref_logps).detach()
     assert (ratios > z).any() and (ratios < z).any()  # both sides of the reference point are exercised
