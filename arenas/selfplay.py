@@ -127,13 +127,17 @@ def rewards_for(s: Session, games: Sequence[Any], samples: Sequence[Any]) -> tup
 
 
 def reward_evidence(s: Session, games: Sequence[Any], scored: Sequence[Any]) -> dict:
-    """How far the iteration's reward follows the evidence (quote_stats.evidence_agreement), from the games the
-    samples came from: the rollouts in hand, or (`reward: turn`) the branches, read one by one from the store."""
-    from debate.training.quote_stats import evidence_agreement, supporting_by_speech
+    """How far the iteration's reward follows the evidence (quote_stats.evidence_agreement) and what its best
+    and worst speeches teach about quoting on each side (quote_stats.pair_quoting), from the games the samples
+    came from: the rollouts in hand, or (`reward: turn`) the branches, read one by one from the store."""
+    from debate.training.quote_stats import evidence_agreement, pair_quoting, supporting_by_speech, tagged_by_speech
 
     known = {t.id: t for t in games}
-    found = [known.get(i) or s.store.transcript(i) for i in sorted({x.transcript_id for x in scored})]
-    return evidence_agreement(scored, supporting_by_speech([t for t in found if t is not None], s.questions))
+    found = [t for t in (known.get(i) or s.store.transcript(i) for i in sorted({x.transcript_id for x in scored}))
+             if t is not None]
+    return {**evidence_agreement(scored, supporting_by_speech(found, s.questions)),
+            **pair_quoting(R.best_worst_pairs(scored), tagged_by_speech(found), s.correct)}
+
 
 
 def run_iteration(s: Session, it: int) -> dict:
@@ -156,6 +160,7 @@ def run_iteration(s: Session, it: int) -> dict:
         row.update(reward_evidence(s, games, scored))
         row.update(rollout_quoting(games, s.questions))
         row["rollout_seconds"] = round(time.perf_counter() - t0, 1)
+        scored = R.of_sides(scored, s.correct, cfg.train_sides)
         units = R.usable(get_objective(cfg.objective).kind, scored)
         row["units"] = units
         if units == 0:

@@ -9,7 +9,7 @@ import math
 import statistics
 from typing import Any, Mapping, Optional, Sequence
 
-from debate.intervals import mean_interval
+from debate.intervals import difference_interval, mean_interval
 from debate.records import Question, Transcript, Verdict
 from debate.training.quote_stats import quote_stats
 from arenas.metrics import rate
@@ -163,7 +163,24 @@ def hacking_signs(rows: Sequence[dict]) -> list[str]:
         signs.append("the current policy beats the starting one by the training judge (interval above 0.5) but "
                      "not by the held-out judge: it may have learned what persuades the training judge, not to "
                      "argue better")
+    signs += quoting_lessons(rows)
     words0, words1 = first.get("mean_words", math.nan), last.get("mean_words", math.nan)
     if words0 and words1 and words1 > 1.5 * words0:
         signs.append(f"speeches grew from {words0:.1f} to {words1:.1f} words on average: length may be what is rewarded")
     return signs
+
+
+def quoting_lessons(rows: Sequence[dict]) -> list[str]:
+    """Over every iteration's best and worst speech of each group (`pair_quoting`), a side whose winning speeches
+    hold a tagged quote less often than its losing ones, beyond the 95% interval of the difference (Newcombe's,
+    which ignores the pairing and so is conservative): one policy plays both sides, so it is taught not to quote."""
+    out = []
+    for role in ("honest", "dishonest"):
+        n = int(sum(r.get(f"pairs_{role}", 0) or 0 for r in rows))
+        best = sum(r.get(f"pairs_{role}_best_tagged", 0) or 0 for r in rows)
+        worst = sum(r.get(f"pairs_{role}_worst_tagged", 0) or 0 for r in rows)
+        if n and difference_interval(worst, n, best, n)[2] < 0:
+            out.append(f"the {role} side's winning speeches quote (in tags) less often than its losing ones ({best} of "
+                       f"{n} against {worst}): the updates teach the policy, which plays both sides, not to quote")
+    return out
+

@@ -69,6 +69,7 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
             PolicyConfig("current", model=str(debater), device=cfg.device, dtype="float32", threads=cfg.threads), cfg))
     samples = samples_from(found, lambda msgs: learner.call("render", msgs))
     scored = R.with_baselines(R.assign_rewards(samples, p0))
+    scored = R.of_sides(scored, {q_id: q.correct for q_id, q in questions.items()}, cfg.train_sides)
     units = R.usable(get_objective(cfg.objective).kind, scored)
     run = start_run(replace(cfg, name=f"{cfg.name}-from-{source}"), run, False, store)
     row = {"objective": cfg.objective, "source_run": source, "judge": judge or "all", "samples": len(scored),

@@ -45,12 +45,22 @@ def _cell(row: pd.Series, key: str) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def _pair_cell(row: pd.Series, role: str) -> str:
+    n = row.get(f"pairs_{role}")
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "-"
+    return f"{int(row[f'pairs_{role}_best_tagged'])}/{int(row[f'pairs_{role}_worst_tagged'])} of {int(n)}"
+
+
 def format_train_report(store: Store, run: str) -> str:
     frame = iteration_frame(store, run)
     if frame.empty:
         return f"training run {run}: no iteration is complete yet"
     table = pd.DataFrame({name: [_cell(r, key) for _, r in frame.iterrows()] for name, key in COLUMNS.items()},
                          index=frame["iteration"].rename("iteration"))
+    for role in ("honest", "dishonest"):  # what each side's best and worst speeches teach about quoting at all
+        if f"pairs_{role}" in frame:
+            table[f"tagged best/worst ({role})"] = [_pair_cell(r, role) for _, r in frame.iterrows()]
     lines = [f"training run {run}: {len(frame)} iterations recorded (0 = before any update); 95% intervals (Wilson "
              "for rates, Student t for means); rollout columns: the training games, written before the update",
              table.to_string()]

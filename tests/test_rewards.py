@@ -117,3 +117,30 @@ def test_evidence_agreement_compares_supporting_and_other_speeches_within_a_grou
     assert flipped["evidence_agreement"] == pytest.approx(1 / 5) and flipped["evidence_disagreeing"] == 3
     none = evidence_agreement(samples, {k: True for k in supporting})
     assert none["evidence_comparisons"] == 0 and math.isnan(none["evidence_agreement"])
+
+
+def test_of_sides_keeps_the_side_an_update_trains_on():
+    from debate.training.rewards import of_sides
+
+    correct = {"q1": 0, "q2": 1}
+    samples = [S("a", q="q1", side=0, reward=0.5), S("b", q="q1", side=1), S("c", q="q2", side=0), S("d", q="q2", side=1)]
+    assert [s.key for s in of_sides(samples, correct)] == ["a", "b", "c", "d"]
+    assert [s.key for s in of_sides(samples, correct, "honest")] == ["a", "d"]
+    assert [s.key for s in of_sides(samples, correct, "dishonest")] == ["b", "c"]
+    assert of_sides(samples, correct, "honest")[0].reward == 0.5  # rewards untouched
+    with pytest.raises(ValueError, match="train_sides"):
+        of_sides(samples, correct, "left")
+
+
+def test_pair_quoting_counts_what_each_sides_pairs_teach_about_quoting():
+    from debate.training.quote_stats import pair_quoting
+
+    correct = {"q1": 0}
+    honest = [S("h1", q="q1", side=0, reward=0.9), S("h2", q="q1", side=0, reward=-0.2)]
+    dishonest = [S("d1", q="q1", side=1, reward=0.4), S("d2", q="q1", side=1, reward=-0.6)]
+    tagged = {"h1": True, "h2": True, "d1": False, "d2": True}  # the winning lie quotes nothing
+    pairs = best_worst_pairs(honest + dishonest)
+    out = pair_quoting(pairs, tagged, correct)
+    assert out == {"pairs_honest": 1, "pairs_honest_best_tagged": 1, "pairs_honest_worst_tagged": 1,
+                   "pairs_dishonest": 1, "pairs_dishonest_best_tagged": 0, "pairs_dishonest_worst_tagged": 1}
+    assert pair_quoting(pairs, {"h1": True}, correct)["pairs_honest"] == 0  # a speech it cannot see: left out

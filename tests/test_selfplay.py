@@ -65,6 +65,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
         games = r["judge_accuracy_n"] + r["judge_accuracy_failed"]  # the self games: 2 questions, both seatings
         assert games == 4 and r["eval_reward_n"] == r["judge_accuracy_n"] and r["mean_words_n"] == 2 * games
         assert r["honest_win_rate_low"] == r["judge_accuracy_low"] and r["kl_high"] >= r["kl"] >= r["kl_low"] >= 0
+        assert r["pairs_honest"] + r["pairs_dishonest"] == r["units"]  # DPO's pairs, each side's counted
     assert result.rows[0]["kl"] == 0.0
     train_q, heldout_q = split_questions(cfg)
     transcripts = result.store.transcripts("r")
@@ -133,14 +134,14 @@ def test_held_out_passages_are_none_the_warm_start_or_reward_model_learns_from(t
         selfplay.split_questions(cfg)
 
 
-def test_the_held_out_judge_can_read_the_passage(tmp_path, tiny_model_dir, monkeypatch):
+def test_the_held_out_judge_can_read_the_passage_and_one_side_can_train(tmp_path, tiny_model_dir, monkeypatch):
     """`heldout_reads_passage`: the held-out judge sees the passage (as in the expert protocol), the reward model
-    never does."""
+    never does. `train_sides: honest`: the update trains on the honest side's pairs only."""
     from arenas.selfplay import run_training, split_questions
     from debate.backends.mock import mock_policy
 
     monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_cfg(tmp_path / "results", iterations=1, heldout_reads_passage=True)
+    cfg = tiny_cfg(tmp_path / "results", iterations=1, heldout_reads_passage=True, train_sides="honest")
     learner, _ = handles(cfg, tiny_model_dir)
     seen: dict[str, list[str]] = {"rm": [], "heldout": []}
 
@@ -151,7 +152,8 @@ def test_the_held_out_judge_can_read_the_passage(tmp_path, tiny_model_dir, monke
         return letters
 
     judges = [mock_policy("rm", letters=recording("rm")), mock_policy("heldout", letters=recording("heldout"))]
-    run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
+    row = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges).rows[-1]
+    assert row["units"] == row["pairs_honest"] > 0 and row["pairs_dishonest"] > 0  # pairs of both, one trained
     train_q, heldout_q = split_questions(cfg)
     passages = [q.passage[:60] for q in heldout_q + train_q]
     assert seen["heldout"] and all(any(p in m for p in passages) for m in seen["heldout"])
@@ -452,3 +454,17 @@ def test_a_speech_cut_off_at_a_limit_is_a_sample_that_did_not_end():
     t = Transcript("t", "r", "m", q.id, protocol.name, seats, status="complete", speeches=speeches)
     samples = samples_of([t], {q.id: q}, protocol, lambda msgs: ["prompt"] * len(msgs))
     assert [(s.completion, s.ended) for s in samples] == [("I defend A.", True), ("I defend B because the story", False)]
+
+
+def test_a_side_whose_winners_quote_less_is_named():
+    from arenas.selfplay_eval import hacking_signs, quoting_lessons
+
+    rows = [{"pairs_dishonest": 12, "pairs_dishonest_best_tagged": 3, "pairs_dishonest_worst_tagged": 12,
+             "pairs_honest": 12, "pairs_honest_best_tagged": 10, "pairs_honest_worst_tagged": 11}]
+    (sign,) = quoting_lessons(rows)
+    assert sign.startswith("the dishonest side's winning speeches quote") and "(3 of 12 against 12)" in sign
+    rows[0]["pairs_dishonest_best_tagged"] = 9  # 9 against 12 of 12: within the interval
+    assert quoting_lessons(rows) == [] and quoting_lessons([{}]) == []
+    start = dict(_row(judge_accuracy=16), pairs_honest=0)
+    assert any("honest side's winning" in x for x in hacking_signs(
+        [start, dict(start, pairs_honest=30, pairs_honest_best_tagged=5, pairs_honest_worst_tagged=20)]))

@@ -100,6 +100,9 @@ class TrainConfig(_Fields):
     # reward judge: whom a speech's reward is measured against; game: the opponent of its own game; all (one-round
     # simultaneous only): every opposing speech of the question's rollouts, each pairing judged (arenas/selfplay_cross.py)
     opponents: Literal["game", "all"] = "game"
+    # whose speeches the update trains on; the policy plays both sides either way. honest or dishonest (the ground
+    # truth decides) is an ablation: which side's lessons move the shared policy
+    train_sides: Literal["both", "honest", "dishonest"] = "both"
     turn_branches: Annotated[Int, Field(ge=2)] = 2  # reward turn: alternative speeches per branch point (its group)
     turn_rounds: Optional[tuple[Int, ...]] = None  # reward turn: the rounds (0-based) whose speeches branch; unset: every round
     heldout_judge: str = "judge:embedded"  # a second judge training never sees; scores the held-out debates too

@@ -181,3 +181,24 @@ def evidence_agreement(samples: Sequence[Sample], supporting: Mapping[str, bool]
     n = agree + disagree + tie
     return {"evidence_agreement": agree / n if n else float("nan"), "evidence_comparisons": n,
             "evidence_disagreeing": disagree}
+
+
+def tagged_by_speech(transcripts: Sequence[Transcript]) -> dict[str, bool]:
+    """Per speech (key `transcript id:speech index`, a sample's key): does it hold a quote in tags."""
+    return {f"{t.id}:{s.index}": any(x.tagged for x in s.quotes) for t in transcripts for s in t.speeches}
+
+
+def pair_quoting(pairs: Sequence[tuple[Sample, Sample]], tagged: Mapping[str, bool],
+                 correct: Mapping[str, int]) -> dict:
+    """What the best and worst speech of each group teach about quoting at all, per role: of the honest and of
+    the dishonest (best, worst) pairs, how many best and how many worst speeches hold a tagged quote. One policy
+    plays both sides, so a side whose winning speeches quote less than its losing ones teaches it not to quote."""
+    out: dict = {}
+    for role in ("honest", "dishonest"):
+        chosen = [(c, r) for c, r in pairs if (c.side == correct[c.question_id]) == (role == "honest")
+                  and c.key in tagged and r.key in tagged]
+        out[f"pairs_{role}"] = len(chosen)
+        out[f"pairs_{role}_best_tagged"] = sum(tagged[c.key] for c, _ in chosen)
+        out[f"pairs_{role}_worst_tagged"] = sum(tagged[r.key] for _, r in chosen)
+    return out
+

@@ -128,6 +128,16 @@ def with_baselines(samples: Sequence[Sample]) -> list[Sample]:
     return out
 
 
+def of_sides(samples: Sequence[Sample], correct: Mapping[str, int], sides: str = "both") -> list[Sample]:
+    """The samples an update trains on (`train_sides`): both sides, or only the honest (`correct`: question id ->
+    the correct answer's index) or the dishonest one; their rewards and baselines stay those of the whole game."""
+    if sides == "both":
+        return list(samples)
+    if sides not in ("honest", "dishonest"):
+        raise ValueError(f"unknown train_sides {sides!r}; known: both, honest, dishonest")
+    return [s for s in samples if (s.side == correct[s.question_id]) == (sides == "honest")]
+
+
 def best_worst_pairs(samples: Sequence[Sample]) -> list[tuple[Sample, Sample]]:
     """Per group, (highest reward, lowest reward) when they differ by more than PAIR_MARGIN.
 
