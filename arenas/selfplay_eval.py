@@ -174,11 +174,12 @@ def quoting_lessons(rows: Sequence[dict]) -> list[str]:
     """Over every iteration's best and worst speech of each group (`pair_quoting`), a side whose winning speeches
     hold a tagged quote less often than its losing ones, beyond the 95% interval of the difference (Newcombe's,
     which ignores the pairing and so is conservative): one policy plays both sides, so it is taught not to quote."""
+    def total(key: str) -> int:  # iteration 0 and rows from before the count have none (None or nan)
+        return sum(int(v) for v in (r.get(key) for r in rows) if v is not None and not math.isnan(v))
+
     out = []
     for role in ("honest", "dishonest"):
-        n = int(sum(r.get(f"pairs_{role}", 0) or 0 for r in rows))
-        best = sum(r.get(f"pairs_{role}_best_tagged", 0) or 0 for r in rows)
-        worst = sum(r.get(f"pairs_{role}_worst_tagged", 0) or 0 for r in rows)
+        n, best, worst = (total(f"pairs_{role}{k}") for k in ("", "_best_tagged", "_worst_tagged"))
         if n and difference_interval(worst, n, best, n)[2] < 0:
             out.append(f"the {role} side's winning speeches quote (in tags) less often than its losing ones ({best} of "
                        f"{n} against {worst}): the updates teach the policy, which plays both sides, not to quote")

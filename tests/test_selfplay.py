@@ -457,6 +457,8 @@ def test_a_speech_cut_off_at_a_limit_is_a_sample_that_did_not_end():
 
 
 def test_a_side_whose_winners_quote_less_is_named():
+    import math
+
     from arenas.selfplay_eval import hacking_signs, quoting_lessons
 
     rows = [{"pairs_dishonest": 12, "pairs_dishonest_best_tagged": 3, "pairs_dishonest_worst_tagged": 12,
@@ -465,6 +467,7 @@ def test_a_side_whose_winners_quote_less_is_named():
     assert sign.startswith("the dishonest side's winning speeches quote") and "(3 of 12 against 12)" in sign
     rows[0]["pairs_dishonest_best_tagged"] = 9  # 9 against 12 of 12: within the interval
     assert quoting_lessons(rows) == [] and quoting_lessons([{}]) == []
+    assert quoting_lessons([{"pairs_honest": math.nan}, *rows]) == []  # iteration 0 in a report's frame: nan
     start = dict(_row(judge_accuracy=16), pairs_honest=0)
     assert any("honest side's winning" in x for x in hacking_signs(
         [start, dict(start, pairs_honest=30, pairs_honest_best_tagged=5, pairs_honest_worst_tagged=20)]))
