@@ -50,7 +50,7 @@ def trained_on(cfg: TrainConfig) -> dict[str, list[Question]]:
     from judges.train import split_questions as judge_splits
 
     ws = cfg.warm_start
-    rm = judge_splits(judge_config(cfg, Path(ws.name)))
+    rm = judge_splits(judge_config(cfg, Path(ws.name)))  # the debater's folder plays no part in the questions
     return {"warm_start": generate(ws.questions, ws.seed, cfg.difficulty, "warm-start"),
             "reward_model": rm["train"] + rm["val"]}
 
@@ -137,7 +137,6 @@ def reward_evidence(s: Session, games: Sequence[Any], scored: Sequence[Any]) -> 
              if t is not None]
     return {**evidence_agreement(scored, supporting_by_speech(found, s.questions)),
             **pair_quoting(R.best_worst_pairs(scored), tagged_by_speech(found), s.correct)}
-
 
 
 def run_iteration(s: Session, it: int) -> dict:

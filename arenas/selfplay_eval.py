@@ -184,4 +184,3 @@ def quoting_lessons(rows: Sequence[dict]) -> list[str]:
             out.append(f"the {role} side's winning speeches quote (in tags) less often than its losing ones ({best} of "
                        f"{n} against {worst}): the updates teach the policy, which plays both sides, not to quote")
     return out
-

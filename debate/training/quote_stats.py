@@ -201,4 +201,3 @@ def pair_quoting(pairs: Sequence[tuple[Sample, Sample]], tagged: Mapping[str, bo
         out[f"pairs_{role}_best_tagged"] = sum(tagged[c.key] for c, _ in chosen)
         out[f"pairs_{role}_worst_tagged"] = sum(tagged[r.key] for _, r in chosen)
     return out
-
