@@ -97,7 +97,7 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     baselines on the same tokens in the same process (best of `repeats` after a warm-up): a plain forward and
     backward (`ratio` = plain_s / learner_s) and a trainer's whole step with the reference forward and the
     optimizer step (`ratio_step`). 1.0: the learner adds nothing. A KL-anchored objective needs the
-    reference's forward, about a third of a forward and backward, so `ratio` stays near 0.75 by construction."""
+    reference's forward, which the plain baseline does not make, so `ratio` stays below 1."""
     from debate.backends.hf import TransformersBackend
     from debate.embedded import resolve_model
     from debate.training.config import TrainConfig
