@@ -123,7 +123,8 @@ def test_of_sides_keeps_the_side_an_update_trains_on():
     from debate.training.rewards import of_sides
 
     correct = {"q1": 0, "q2": 1}
-    samples = [S("a", q="q1", side=0, reward=0.5), S("b", q="q1", side=1), S("c", q="q2", side=0), S("d", q="q2", side=1)]
+    samples = [S("a", q="q1", side=0, reward=0.5), S("b", q="q1", side=1), S("c", q="q2", side=0),
+               S("d", q="q2", side=1)]
     assert [s.key for s in of_sides(samples, correct)] == ["a", "b", "c", "d"]
     assert [s.key for s in of_sides(samples, correct, "honest")] == ["a", "d"]
     assert [s.key for s in of_sides(samples, correct, "dishonest")] == ["b", "c"]

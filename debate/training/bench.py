@@ -114,4 +114,5 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     step_s = _time(lambda: _trainer_step(learner, tokens, optimizer), backend.device, repeats)
     return {"bench": "train", "device": backend.device, "objective": objective, "batch": batch,
             "learner_s": round(learner_s, 4), "plain_s": round(plain_s, 4), "ratio": plain_s / learner_s,
-            "step_s": round(step_s, 4), "ratio_step": step_s / learner_s, "cpu": torch.backends.cpu.get_cpu_capability()}
+            "step_s": round(step_s, 4), "ratio_step": step_s / learner_s,
+            "cpu": torch.backends.cpu.get_cpu_capability()}

@@ -118,11 +118,12 @@ def load_checkpoint(learner: Any, folder: Path) -> dict:
         folder = old
     state = read_state(folder)
     if not _same_base(state["identity"], learner.identity):
-        raise CheckpointError(f"checkpoint {folder} was made for another base model ({state['identity']}); this learner's "
-                         f"is {learner.identity}. Resume with the base model it was trained from, or start a new run")
+        raise CheckpointError(f"checkpoint {folder} was made for another base model ({state['identity']}); this "
+                              f"learner's is {learner.identity}. Resume with the base model it was trained from, or "
+                              f"start a new run")
     if state["method"] != learner.cfg.method:
         raise CheckpointError(f"checkpoint {folder} holds method {state['method']!r} weights, the learner uses "
-                         f"{learner.cfg.method!r}; set method: {state['method']} to resume it")
+                              f"{learner.cfg.method!r}; set method: {state['method']} to resume it")
     device = learner.device
     weights = folder / "weights"
     if learner.cfg.method == "lora":
@@ -142,7 +143,7 @@ def load_checkpoint(learner: Any, folder: Path) -> dict:
         missing = [k for k in result.missing_keys if not (tied and k.endswith("lm_head.weight"))]
         if missing or result.unexpected_keys:
             raise CheckpointError(f"checkpoint {folder}: weights do not match the model (missing {missing[:3]}, "
-                             f"unexpected {result.unexpected_keys[:3]})")
+                                  f"unexpected {result.unexpected_keys[:3]})")
     learner.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device, weights_only=True))
     _set_rng_state(torch.load(folder / "rng.pt", weights_only=True), state["rng"])
     learner.version = int(state["version"])

@@ -98,7 +98,8 @@ class TrainConfig(_Fields):
     # branched `turn_branches` ways from the same prompt, each branch played to the end and judged (2p - 1 for its side)
     reward: Literal["judge", "verifiable", "turn"] = "judge"
     # reward judge: whom a speech's reward is measured against; game: the opponent of its own game; all (one-round
-    # simultaneous only): every opposing speech of the question's rollouts, each pairing judged (arenas/selfplay_cross.py)
+    # simultaneous only): every opposing speech of the question's rollouts, each pairing judged
+    # (arenas/selfplay_cross.py)
     opponents: Literal["game", "all"] = "game"
     # whose speeches the update trains on; the policy plays both sides either way. honest or dishonest (the ground
     # truth decides) is an ablation: which side's lessons move the shared policy

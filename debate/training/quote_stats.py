@@ -195,9 +195,9 @@ def pair_quoting(pairs: Sequence[tuple[Sample, Sample]], tagged: Mapping[str, bo
     plays both sides, so a side whose winning speeches quote less than its losing ones teaches it not to quote."""
     out: dict = {}
     for role in ("honest", "dishonest"):
-        chosen = [(c, r) for c, r in pairs if (c.side == correct[c.question_id]) == (role == "honest")
-                  and c.key in tagged and r.key in tagged]
-        out[f"pairs_{role}"] = len(chosen)
-        out[f"pairs_{role}_best_tagged"] = sum(tagged[c.key] for c, _ in chosen)
-        out[f"pairs_{role}_worst_tagged"] = sum(tagged[r.key] for _, r in chosen)
+        side = [(best, worst) for best, worst in pairs if (best.side == correct[best.question_id]) == (role == "honest")
+                and best.key in tagged and worst.key in tagged]
+        out[f"pairs_{role}"] = len(side)
+        out[f"pairs_{role}_best_tagged"] = sum(tagged[best.key] for best, _ in side)
+        out[f"pairs_{role}_worst_tagged"] = sum(tagged[worst.key] for _, worst in side)
     return out
