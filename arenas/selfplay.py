@@ -56,9 +56,10 @@ def trained_on(cfg: TrainConfig) -> dict[str, list[Question]]:
 
 
 def split_questions(cfg: TrainConfig) -> tuple[list[Question], list[Question]]:
-    """The training and held-out questions, checked disjoint (ids and passages); no held-out passage is one the
-    warm start or the reward model learned from either."""
-    train = generate(cfg.train_questions.n, cfg.train_questions.seed, cfg.difficulty, "train")
+    """The training questions (every iteration's, with `fresh_questions`) and the held-out ones, checked disjoint
+    (ids and passages); no held-out passage is one the warm start or the reward model learned from either."""
+    n = cfg.train_questions.n * (cfg.iterations if cfg.fresh_questions else 1)
+    train = generate(n, cfg.train_questions.seed, cfg.difficulty, "train")
     heldout = generate(cfg.heldout_questions.n, cfg.heldout_questions.seed, cfg.difficulty, "heldout")
     if {q.id for q in train} & {q.id for q in heldout} or {q.passage for q in train} & {q.passage for q in heldout}:
         raise ConfigError("train_questions and heldout_questions overlap; give them different seeds")
@@ -91,6 +92,15 @@ class Session:
     @cached_property
     def questions(self) -> dict[str, Question]:
         return {q.id: q for q in self.train_q + self.heldout_q}
+
+    def rollout_questions(self, it: int) -> list[Question]:
+        """The questions iteration `it` (>= 1) plays its rollouts on: all of train_q, or with `fresh_questions`
+        its own block of train_questions.n (a draw is the same questions at every length, so a resume with more
+        iterations keeps the earlier blocks)."""
+        if not self.cfg.fresh_questions:
+            return self.train_q
+        n = self.cfg.train_questions.n
+        return self.train_q[(it - 1) * n : it * n]
 
     @cached_property
     def correct(self) -> dict[str, int]:
@@ -146,7 +156,7 @@ def run_iteration(s: Session, it: int) -> dict:
     protocol = protocol_of(cfg)
     if it > 0:
         row["rollout_version"] = s.learner.call("version")  # the weights the rollouts come from (0: as warm-started)
-        games = s.play(plan_rollouts(s.run, it, s.train_q, cfg.samples, protocol), s.judges[:1])
+        games = s.play(plan_rollouts(s.run, it, s.rollout_questions(it), cfg.samples, protocol), s.judges[:1])
         if cfg.reward == "turn":  # the process reward: the rollouts' speeches branched, each branch judged
             scored, info = turn_rewards(s, it, games)
         else:

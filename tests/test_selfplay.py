@@ -160,6 +160,24 @@ def test_the_held_out_judge_can_read_the_passage_and_one_side_can_train(tmp_path
     assert seen["rm"] and not any(p in m for p in passages for m in seen["rm"])
 
 
+def test_fresh_questions_give_each_iteration_new_passages(tmp_path, tiny_model_dir, monkeypatch):
+    """`fresh_questions`: each iteration's rollouts are on its own block of train_questions.n questions, none of
+    them held out, and a resume with more iterations keeps the earlier blocks."""
+    from arenas.selfplay import run_training, split_questions
+
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_cfg(tmp_path / "results", fresh_questions=True)
+    learner, judges = handles(cfg, tiny_model_dir)
+    result = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
+    train_q, heldout_q = split_questions(cfg)
+    assert len(train_q) == 2 * 3 and split_questions(tiny_cfg(tmp_path, fresh_questions=True, iterations=3))[0][:6] == train_q
+    by_it = {it: {t.question_id for t in result.store.transcripts("r") if {"rollout", f"iteration-{it}"} <= set(t.tags)}
+             for it in (1, 2)}
+    assert by_it[1] == {q.id for q in train_q[:3]} and by_it[2] == {q.id for q in train_q[3:]}
+    assert len({q.passage for q in train_q}) == 6 and not {q.passage for q in train_q} & {q.passage for q in heldout_q}
+    assert all(r["rollout_supporting_n"] == 3 * 2 for r in result.rows[1:])
+
+
 def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_dir, monkeypatch):
     from arenas.selfplay import run_training
 

@@ -37,7 +37,8 @@ def common_prefix(rows: Sequence[Sequence[int]]) -> list[int]:
 
 def cache_of(out: Any) -> Any:
     """The key/value cache a forward returned (its attribute's name differs across transformers versions)."""
-    return getattr(out, "past_key_values", None) or out.cache
+    cache = getattr(out, "cache", None)  # first: newer versions warn on every read of `past_key_values`
+    return cache if cache is not None else out.past_key_values
 
 
 def last_logits_shared_head(model: Any, rows: Sequence[Sequence[int]], pad_id: int, min_shared: int = 16) -> Optional[torch.Tensor]:

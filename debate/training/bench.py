@@ -1,5 +1,6 @@
 """Benchmark of the learner's update against a plain forward + backward of the same model and tokens, and against
-a trainer's whole step (reference forward, forward, backward, optimizer step)."""
+a trainer's whole step (reference forward, forward, backward, optimizer step); the update also without sharing
+its pairs' prompts."""
 
 from __future__ import annotations
 
@@ -96,8 +97,11 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     """Seconds of one `Learner.update` on `batch` sequences, as the loop runs it (no KL pass), against two
     baselines on the same tokens in the same process (best of `repeats` after a warm-up): a plain forward and
     backward (`ratio` = plain_s / learner_s) and a trainer's whole step with the reference forward and the
-    optimizer step (`ratio_step`). 1.0: the learner adds nothing. A KL-anchored objective needs the
-    reference's forward, which the plain baseline does not make, so `ratio` stays below 1."""
+    optimizer step (`ratio_step`). 1.0: the learner adds nothing. The samples come in pairs with one prompt
+    each, as DPO's pairs do, and the learner runs each prompt once for both speeches (`share_prompts`), which
+    the plain pass, row by row, does not; `unshared_s` and `ratio_unshared` time the same update with every row
+    run whole, where the reference's forward, which a KL-anchored objective needs and the plain pass does not
+    make, keeps the ratio below 1."""
     from debate.backends.hf import TransformersBackend
     from debate.embedded import resolve_model
     from debate.training.config import TrainConfig
@@ -108,11 +112,15 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     learner = Learner(backend, cfg)
     samples = synthetic_samples(backend, batch)
     learner_s = _time(lambda: learner.update(samples, kl=False), backend.device, repeats)
+    learner.share_prompts = False
+    unshared_s = _time(lambda: learner.update(samples, kl=False), backend.device, repeats)
+    learner.share_prompts = True
     tokens = _encoded(learner, samples)
     plain_s = _time(lambda: _plain_pass(learner, tokens), backend.device, repeats)
     optimizer = torch.optim.AdamW(learner.params, lr=cfg.lr)
     step_s = _time(lambda: _trainer_step(learner, tokens, optimizer), backend.device, repeats)
     return {"bench": "train", "device": backend.device, "objective": objective, "batch": batch,
             "learner_s": round(learner_s, 4), "plain_s": round(plain_s, 4), "ratio": plain_s / learner_s,
+            "unshared_s": round(unshared_s, 4), "ratio_unshared": plain_s / unshared_s,
             "step_s": round(step_s, 4), "ratio_step": step_s / learner_s,
             "cpu": torch.backends.cpu.get_cpu_capability()}

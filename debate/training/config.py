@@ -87,6 +87,10 @@ class TrainConfig(_Fields):
     samples: Annotated[Int, Field(ge=1)] = 2  # debates per question and side in each rollout
     train_questions: SplitConfig = SplitConfig(n=8, seed=401)
     heldout_questions: SplitConfig = SplitConfig(n=8, seed=402)
+    # each iteration's rollouts on train_questions.n questions never seen before (iteration i takes the i-th block of
+    # n of one draw of n x iterations), instead of the same n every iteration: what the policy learns is then
+    # measured on new passages in every rollout, and it cannot learn one passage's answer by heart
+    fresh_questions: bool = False
     difficulty: str = "easy"
     protocol: Literal["simultaneous", "debate"] = "simultaneous"
     rounds: Annotated[Int, Field(ge=1)] = 1

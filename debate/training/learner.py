@@ -56,14 +56,21 @@ class Learner:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr)
         self.version = 0
         self.measure_kl = True  # `update(kl=False)` skips the KL pass after an update
+        self.share_prompts = True  # speeches with one prompt share its forward (logprobs.completion_logps)
 
     # -- log-probabilities -------------------------------------------------------------------------
 
     def _chunked(self, model: Any, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
-        rows: list[Tensor] = []
-        for k in range(0, len(samples), self.cfg.batch):
-            logp, mask = completion_logps(model, self.backend.tokenizer, samples[k : k + self.cfg.batch], self.device, grad=False)
-            rows.extend(unpad_rows(logp, mask))
+        """No-grad log-probs in chunks of cfg.batch, the samples ordered by prompt so that a chunk holds the
+        speeches that share one (each such prompt runs once), returned in the samples' order."""
+        order = sorted(range(len(samples)), key=lambda i: samples[i].prompt)
+        rows: list[Tensor] = [torch.empty(0)] * len(samples)
+        for k in range(0, len(order), self.cfg.batch):
+            chunk = order[k : k + self.cfg.batch]
+            logp, mask = completion_logps(model, self.backend.tokenizer, [samples[i] for i in chunk], self.device,
+                                          grad=False, share_prompts=self.share_prompts)
+            for i, row in zip(chunk, unpad_rows(logp, mask)):
+                rows[i] = row
         return pad_rows(rows)
 
     @torch.no_grad()
@@ -77,7 +84,8 @@ class Learner:
     def policy_logps(self, samples: Sequence[Sample], grad: bool) -> tuple[Tensor, Tensor]:
         """Per-token log pi(completion) and mask; one batch when grad is on (the caller sizes it)."""
         if grad:
-            return completion_logps(self.model, self.backend.tokenizer, samples, self.device, grad=True)
+            return completion_logps(self.model, self.backend.tokenizer, samples, self.device, grad=True,
+                                    share_prompts=self.share_prompts)
         with torch.no_grad():
             return self._chunked(self.model, samples)
 

@@ -36,19 +36,39 @@ def encode_pairs(tokenizer: Any, prompts: Sequence[str], completions: Sequence[s
 
 
 def completion_logps(model: Any, tokenizer: Any, samples: Sequence[Sample], device: str | torch.device,
-                     grad: bool) -> tuple[Tensor, Tensor]:
+                     grad: bool, share_prompts: bool = True) -> tuple[Tensor, Tensor]:
     """log pi(token) of each sample's completion tokens (+ eos where it `ended`) given its prompt:
     ([B, T], mask [B, T]).
 
-    Rows are RIGHT padded so every token keeps the position ids it had unpadded (left padding shifts them
-    in models that number positions from the start of the tensor). Logits are computed only at the
-    positions that predict completion tokens (`logits_to_keep` as per-row positions), never over the
-    prompt: the prompt is most of the sequence and the vocabulary is wide."""
+    Where samples share a prompt (a DPO pair's two speeches, a group's samples), the prompt runs once and its
+    key/value cache is handed to each of its completions (`share_prompts`; `_shared_prompt_logits`): the
+    prompt is most of each sequence, so a pair costs about one row instead of two, with the same log-probs
+    and gradients up to float rounding (tests/test_shared_prompts.py). Otherwise rows are RIGHT padded so
+    every token keeps the position ids it had unpadded (left padding shifts them in models that number
+    positions from the start of the tensor), and logits are computed only at the positions that predict
+    completion tokens (`logits_to_keep` as per-row positions), never over the prompt: the vocabulary is wide."""
     rows, starts = encode_pairs(tokenizer, [s.prompt for s in samples], [s.completion for s in samples],
                                 [s.ended for s in samples])
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = [tuple(r[:p]) for r, p in zip(rows, starts)]
+    with torch.set_grad_enabled(grad):
+        if share_prompts and len(set(prompts)) < len(prompts):
+            logits, targets, mask = _shared_prompt_logits(model, prompts, [r[p:] for r, p in zip(rows, starts)],
+                                                          pad, device)
+        else:
+            logits, targets, mask = _row_logits(model, rows, starts, pad, device)
+        # log-softmax at the target only: the gathered logit minus the logsumexp, no [B, T, V] log-probs kept
+        picked = torch.gather(logits, 2, targets[..., None]).squeeze(-1)
+        logp = (picked - torch.logsumexp(logits, dim=-1)) * mask
+    return logp, mask
+
+
+def _row_logits(model: Any, rows: Sequence[list[int]], starts: Sequence[int], pad: int,
+                device: str | torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Logits [B, T, V] at the positions that predict each row's completion tokens, the targets [B, T] and
+    their mask, each row (prompt + completion) run whole."""
     B, L = len(rows), max(len(r) for r in rows)
     T = max(len(r) - p for r, p in zip(rows, starts))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.full((B, L), pad, dtype=torch.long)
     attn = torch.zeros((B, L), dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.bool)
@@ -62,12 +82,45 @@ def completion_logps(model: Any, tokenizer: Any, samples: Sequence[Sample], devi
     keep = (start - 1 + steps).clamp(max=L - 1)
     targets = torch.gather(ids, 1, (start + steps).clamp(max=L - 1))
     ids, attn, keep, targets, mask = (t.to(device) for t in (ids, attn, keep, targets, mask))
-    with torch.set_grad_enabled(grad):
-        logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=False).logits.float()
-        # log-softmax at the target only: the gathered logit minus the logsumexp, no [B, T, V] log-probs kept
-        picked = torch.gather(logits, 2, targets[..., None]).squeeze(-1)
-        logp = (picked - torch.logsumexp(logits, dim=-1)) * mask
-    return logp, mask
+    logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=False).logits.float()
+    return logits, targets, mask
+
+
+def _padded(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
+    """Right padded ids [N, max len] and their attention mask."""
+    ids = torch.full((len(seqs), max(len(x) for x in seqs)), pad, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    for i, x in enumerate(seqs):
+        ids[i, : len(x)], attn[i, : len(x)] = torch.tensor(list(x), dtype=torch.long), 1
+    return ids, attn
+
+
+def _shared_prompt_logits(model: Any, prompts: Sequence[tuple[int, ...]], completions: Sequence[list[int]], pad: int,
+                          device: str | torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """`_row_logits` with each distinct prompt run once: the prompts (right padded) in one forward that keeps
+    their key/value cache and the logits of each prompt's last token (which predict the completion's first);
+    the cache's rows are then picked per completion (an index, so gradients flow back into the prompt's
+    forward) and the completions run after it, at the positions they hold in the whole row, with the
+    prompts' padding masked out."""
+    from debate.backends.prefix_cache import CACHE_ARG, cache_of
+
+    distinct = list(dict.fromkeys(prompts))
+    group = torch.tensor([distinct.index(p) for p in prompts])
+    p_ids, p_attn = _padded(distinct, pad)
+    p_len = p_attn.sum(dim=1)
+    c_ids, c_mask = _padded(completions, pad)
+    T = c_ids.shape[1]
+    p_ids, p_attn, p_len, c_ids, c_mask, group = (t.to(device) for t in (p_ids, p_attn, p_len, c_ids, c_mask, group))
+    out = model(input_ids=p_ids, attention_mask=p_attn, use_cache=True, logits_to_keep=(p_len - 1)[:, None])
+    logits = out.logits.float()[group]  # [B, 1, V]: each prompt's last token predicts the completion's first
+    if T > 1:
+        cache = cache_of(out)
+        cache.batch_select_indices(group)
+        positions = p_len[group][:, None] + torch.arange(T, device=device)[None, :]
+        rest = model(input_ids=c_ids, attention_mask=torch.cat([p_attn[group], c_mask], dim=1), position_ids=positions,
+                     use_cache=True, logits_to_keep=torch.arange(T - 1, device=device), **{CACHE_ARG: cache})
+        logits = torch.cat([logits, rest.logits.float()], dim=1)
+    return logits, c_ids, c_mask.bool()
 
 
 def sequence_logratio(logp: Tensor, ref_logp: Tensor, mask: Tensor, average: bool) -> Tensor:
