@@ -52,6 +52,16 @@ def _pair_cell(row: pd.Series, role: str) -> str:
     return f"{int(row[f'pairs_{role}_best_tagged'])}/{int(row[f'pairs_{role}_worst_tagged'])} of {int(n)}"
 
 
+def _rollout_questions(store: Store, run: str) -> str:
+    """How the run chose its rollouts' questions, for the report's header."""
+    import yaml
+
+    cfg = yaml.safe_load(store.run(run).config) or {}
+    if cfg.get("fresh_questions"):
+        return f", on {cfg['train_questions']['n']} questions new to the policy each iteration"
+    return ", on the same training questions every iteration"
+
+
 def format_train_report(store: Store, run: str) -> str:
     frame = iteration_frame(store, run)
     if frame.empty:
@@ -62,7 +72,8 @@ def format_train_report(store: Store, run: str) -> str:
         if f"pairs_{role}" in frame:
             table[f"tagged best/worst ({role})"] = [_pair_cell(r, role) for _, r in frame.iterrows()]
     lines = [f"training run {run}: {len(frame)} iterations recorded (0 = before any update); 95% intervals (Wilson "
-             "for rates, Student t for means); rollout columns: the training games, written before the update",
+             f"for rates, Student t for means); rollout columns: the training games, written before the update"
+             f"{_rollout_questions(store, run)}",
              table.to_string()]
     skipped = frame[frame["skipped"].notna()] if "skipped" in frame else frame.iloc[0:0]
     for _, r in skipped.iterrows():

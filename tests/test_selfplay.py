@@ -78,6 +78,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     assert (tmp_path / "cache" / "debaters" / "r" / "model" / "config.json").exists()  # `model: debater:r`
     text = format_train_report(result.store, "r")
     assert "judge acc" in text and "held-out judge" in text and "vs start (held-out)" in text
+    assert "on the same training questions every iteration" in text
     assert "change from iteration 0 to 2 (95% interval of the difference): judge acc" in text
     assert all(r["heldout_versus_win_rate_n"] >= 0 for r in result.rows[1:])
     assert plot_training(result.store, "r", tmp_path / "t.png").stat().st_size > 0
@@ -176,6 +177,9 @@ def test_fresh_questions_give_each_iteration_new_passages(tmp_path, tiny_model_d
     assert by_it[1] == {q.id for q in train_q[:3]} and by_it[2] == {q.id for q in train_q[3:]}
     assert len({q.passage for q in train_q}) == 6 and not {q.passage for q in train_q} & {q.passage for q in heldout_q}
     assert all(r["rollout_supporting_n"] == 3 * 2 for r in result.rows[1:])
+    from arenas.train_report import format_train_report
+
+    assert "on 3 questions new to the policy each iteration" in format_train_report(result.store, "r")
 
 
 def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_dir, monkeypatch):
