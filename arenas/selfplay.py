@@ -28,11 +28,10 @@ from debate.training.objectives import get_objective
 from debate.training import rewards as R
 from arenas.selfplay_cross import cross_rewards
 from arenas.selfplay_eval import evaluate_iteration, hacking_signs, rollout_quoting
-from arenas.selfplay_games import CURRENT, START, plan_eval, plan_rollouts, play_and_judge, protocol_of, samples_of
+from arenas.selfplay_games import (CURRENT, HELDOUT_JUDGE, START, TRAIN_JUDGE, plan_eval, plan_rollouts,
+                                   play_and_judge, protocol_of, samples_of)
 from arenas.selfplay_turn import turn_rewards
 from judges.model_judge import ModelJudge
-
-TRAIN_JUDGE, HELDOUT_JUDGE = "reward-model", "heldout-judge"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from arenas.judging import cases_to_judge, judge_cases
 from judges.base import Judge
 
 CURRENT, START = "current", "start"  # entries: the policy being trained, and the policy it started from
+TRAIN_JUDGE, HELDOUT_JUDGE = "reward-model", "heldout-judge"  # the judges' names in a run's verdicts
 QUOTE_RULES = QuoteRules("tags+recite", min_words=5, max_edit_ratio=0.1)
 
 

@@ -12,6 +12,7 @@ from debate.intervals import difference_interval
 from debate.store import Store
 from debate.training.iterations import iteration_rows
 from arenas.selfplay_eval import hacking_signs
+from arenas.selfplay_paired import paired_change_line
 
 COLUMNS = {  # shown column -> metric (with its interval where it has one)
     "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
@@ -81,6 +82,7 @@ def format_train_report(store: Store, run: str) -> str:
     rows = frame.to_dict("records")
     if len(rows) > 1:
         lines.append(change_line(rows[0], rows[-1]))
+        lines.append(paired_change_line(store, run, rows[0]["iteration"], rows[-1]["iteration"]))
     signs = hacking_signs(rows)
     lines += [f"warning: {s}" for s in signs] or ["no sign of reward hacking between the first and the last iteration "
                                                  "(training and held-out judges agree, length steady)"]

@@ -79,6 +79,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     text = format_train_report(result.store, "r")
     assert "judge acc" in text and "held-out judge" in text and "vs start (held-out)" in text
     assert "on the same training questions every iteration" in text
+    assert "paired by question (Student t over the 2 held-out questions' differences): judge acc" in text
     assert "change from iteration 0 to 2 (95% interval of the difference): judge acc" in text
     assert all(r["heldout_versus_win_rate_n"] >= 0 for r in result.rows[1:])
     assert plot_training(result.store, "r", tmp_path / "t.png").stat().st_size > 0

@@ -1,0 +1,64 @@
+"""The first-to-last change of a training run's held-out rates paired by question: every iteration evaluates
+the same held-out questions, so each question's share at the last iteration is compared with its own share at
+the first, and question difficulty (some passages the policy always quotes right, some never) drops out of the
+difference. A Student t interval over the questions' differences (the question is the unit: its two seatings
+share a passage and are not independent)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Mapping, Sequence
+
+from debate.intervals import mean_interval
+from debate.records import Question, Transcript, Verdict
+from debate.store import Store
+from debate.training.quote_stats import speech_supports
+from arenas.selfplay_games import HELDOUT_JUDGE, TRAIN_JUDGE
+
+Outcomes = Mapping[str, Sequence[float]]  # question id -> the 0/1 outcomes of its games (or speeches)
+PAIRED = [("judge acc", TRAIN_JUDGE), ("held-out judge", HELDOUT_JUDGE), ("honest quotes", None)]
+
+
+def paired_change(first: Outcomes, last: Outcomes) -> tuple[float, float, float, int]:
+    """(mean difference, low, high, questions) of the per-question shares last - first, over the questions
+    measured at both."""
+    both = sorted(q for q in first if first[q] and last.get(q))
+    diffs = [sum(last[q]) / len(last[q]) - sum(first[q]) / len(first[q]) for q in both]
+    return (*mean_interval(diffs), len(both))
+
+
+def iteration_outcomes(games: Sequence[Transcript], verdicts: Sequence[Verdict],
+                       questions: Mapping[str, Question]) -> dict[str, dict[str, list[float]]]:
+    """Per metric of `PAIRED`, per question, the outcomes of an iteration's held-out self-play games: a judge's
+    verdict right (failed verdicts left out, as in the iteration's rates) or an honest speech holding the
+    deciding fact."""
+    out: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name, _ in PAIRED}
+    by_judge = {(v.judge, v.transcript_id): v for v in verdicts}
+    for t in games:
+        q = questions.get(t.question_id)
+        if q is None:
+            continue
+        for name, judge in PAIRED:
+            if judge is None:
+                out[name][q.id] += [float(speech_supports(s, q)) for s in t.speeches if s.side == q.correct]
+                continue
+            v = by_judge.get((judge, t.id))
+            if v is not None and v.p_answer0 is not None:
+                out[name][q.id].append(float((v.p_correct(q.correct) or 0) > 0.5))
+    return out
+
+
+def paired_change_line(store: Store, run: str, first: int, last: int) -> str:
+    """The report's line: each rate's change from iteration `first` to `last`, paired by question."""
+    games = [t for t in store.transcripts(run) if "self" in t.tags]
+    verdicts, questions = store.verdicts(run), store.questions(run)
+    at = {it: iteration_outcomes([t for t in games if f"iteration-{it}" in t.tags], verdicts, questions)
+          for it in (first, last)}
+    parts = []
+    for name, _ in PAIRED:
+        d, lo, hi, n = paired_change(at[first][name], at[last][name])
+        if n >= 2:
+            parts.append(f"{name} {d:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+    n_q = len({t.question_id for t in games})
+    return (f"the same change paired by question (Student t over the {n_q} held-out questions' differences): "
+            + ("; ".join(parts) or "fewer than two questions measured in both"))
