@@ -219,7 +219,7 @@ def run_iterations(s: Session) -> list[dict]:
     final = s.learner.call("export", str(debater_dir(s.run) / "model"))
     print(f"the trained debater is stored in {final}; play it in a tournament as `model: debater:{s.run}`", flush=True)
     rows = iteration_rows(s.store, s.run)
-    for sign in hacking_signs(rows):
+    for sign in hacking_signs(rows, s.cfg.train_sides):
         print(f"warning: {sign}")
     return rows
 

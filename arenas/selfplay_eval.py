@@ -140,8 +140,9 @@ def _above_half(row: dict, key: str) -> bool:
     return low is not None and not math.isnan(low) and low > 0.5
 
 
-def hacking_signs(rows: Sequence[dict]) -> list[str]:
-    """Reward-hacking signs between the first and the last iteration, in words (empty when none shows)."""
+def hacking_signs(rows: Sequence[dict], train_sides: str = "both") -> list[str]:
+    """Reward-hacking signs between the first and the last iteration, in words (empty when none shows);
+    `train_sides` is the run's setting (whose pairs the updates trained on)."""
     if len(rows) < 2:
         return []
     first, last = rows[0], rows[-1]
@@ -163,17 +164,18 @@ def hacking_signs(rows: Sequence[dict]) -> list[str]:
         signs.append("the current policy beats the starting one by the training judge (interval above 0.5) but "
                      "not by the held-out judge: it may have learned what persuades the training judge, not to "
                      "argue better")
-    signs += quoting_lessons(rows)
+    signs += quoting_lessons(rows, train_sides)
     words0, words1 = first.get("mean_words", math.nan), last.get("mean_words", math.nan)
     if words0 and words1 and words1 > 1.5 * words0:
         signs.append(f"speeches grew from {words0:.1f} to {words1:.1f} words on average: length may be what is rewarded")
     return signs
 
 
-def quoting_lessons(rows: Sequence[dict]) -> list[str]:
+def quoting_lessons(rows: Sequence[dict], train_sides: str = "both") -> list[str]:
     """Over every iteration's best and worst speech of each group (`pair_quoting`), a side whose winning speeches
     hold a tagged quote less often than its losing ones, beyond the 95% interval of the difference (Newcombe's,
-    which ignores the pairing and so is conservative): one policy plays both sides, so it is taught not to quote."""
+    which ignores the pairing and so is conservative): one policy plays both sides, so, where the updates train on
+    that side's pairs (`train_sides`), it is taught not to quote."""
     def total(key: str) -> int:  # iteration 0 and rows from before the count have none (None or nan)
         return sum(int(v) for v in (r.get(key) for r in rows) if v is not None and not math.isnan(v))
 
@@ -181,6 +183,9 @@ def quoting_lessons(rows: Sequence[dict]) -> list[str]:
     for role in ("honest", "dishonest"):
         n, best, worst = (total(f"pairs_{role}{k}") for k in ("", "_best_tagged", "_worst_tagged"))
         if n and difference_interval(worst, n, best, n)[2] < 0:
-            out.append(f"the {role} side's winning speeches quote (in tags) less often than its losing ones ({best} of "
-                       f"{n} against {worst}): the updates teach the policy, which plays both sides, not to quote")
+            fact = (f"the {role} side's winning speeches quote (in tags) less often than its losing ones ({best} of "
+                    f"{n} against {worst})")
+            out.append(f"{fact}: the updates teach the policy, which plays both sides, not to quote"
+                       if train_sides in ("both", role) else f"{fact}; train_sides: {train_sides} keeps that lesson "
+                       f"out of the updates")
     return out

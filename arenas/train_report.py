@@ -53,11 +53,14 @@ def _pair_cell(row: pd.Series, role: str) -> str:
     return f"{int(row[f'pairs_{role}_best_tagged'])}/{int(row[f'pairs_{role}_worst_tagged'])} of {int(n)}"
 
 
-def _rollout_questions(store: Store, run: str) -> str:
-    """How the run chose its rollouts' questions, for the report's header."""
+def _run_config(store: Store, run: str) -> dict:
     import yaml
 
-    cfg = yaml.safe_load(store.run(run).config) or {}
+    return yaml.safe_load(store.run(run).config) or {}
+
+
+def _rollout_questions(cfg: dict) -> str:
+    """How the run chose its rollouts' questions, for the report's header."""
     if cfg.get("fresh_questions"):
         return f", on {cfg['train_questions']['n']} questions new to the policy each iteration"
     return ", on the same training questions every iteration"
@@ -67,6 +70,7 @@ def format_train_report(store: Store, run: str) -> str:
     frame = iteration_frame(store, run)
     if frame.empty:
         return f"training run {run}: no iteration is complete yet"
+    cfg = _run_config(store, run)
     table = pd.DataFrame({name: [_cell(r, key) for _, r in frame.iterrows()] for name, key in COLUMNS.items()},
                          index=frame["iteration"].rename("iteration"))
     for role in ("honest", "dishonest"):  # what each side's best and worst speeches teach about quoting at all
@@ -74,7 +78,7 @@ def format_train_report(store: Store, run: str) -> str:
             table[f"tagged best/worst ({role})"] = [_pair_cell(r, role) for _, r in frame.iterrows()]
     lines = [f"training run {run}: {len(frame)} iterations recorded (0 = before any update); 95% intervals (Wilson "
              f"for rates, Student t for means); rollout columns: the training games, written before the update"
-             f"{_rollout_questions(store, run)}",
+             f"{_rollout_questions(cfg)}",
              table.to_string()]
     skipped = frame[frame["skipped"].notna()] if "skipped" in frame else frame.iloc[0:0]
     for _, r in skipped.iterrows():
@@ -83,7 +87,7 @@ def format_train_report(store: Store, run: str) -> str:
     if len(rows) > 1:
         lines.append(change_line(rows[0], rows[-1]))
         lines.append(paired_change_line(store, run, rows[0]["iteration"], rows[-1]["iteration"]))
-    signs = hacking_signs(rows)
+    signs = hacking_signs(rows, cfg.get("train_sides", "both"))
     lines += [f"warning: {s}" for s in signs] or ["no sign of reward hacking between the first and the last iteration "
                                                  "(training and held-out judges agree, length steady)"]
     return "\n".join(lines)

@@ -172,7 +172,8 @@ def test_fresh_questions_give_each_iteration_new_passages(tmp_path, tiny_model_d
     learner, judges = handles(cfg, tiny_model_dir)
     result = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
     train_q, heldout_q = split_questions(cfg)
-    assert len(train_q) == 2 * 3 and split_questions(tiny_cfg(tmp_path, fresh_questions=True, iterations=3))[0][:6] == train_q
+    assert len(train_q) == 2 * 3
+    assert split_questions(tiny_cfg(tmp_path, fresh_questions=True, iterations=3))[0][:6] == train_q
     by_it = {it: {t.question_id for t in result.store.transcripts("r") if {"rollout", f"iteration-{it}"} <= set(t.tags)}
              for it in (1, 2)}
     assert by_it[1] == {q.id for q in train_q[:3]} and by_it[2] == {q.id for q in train_q[3:]}
@@ -488,6 +489,9 @@ def test_a_side_whose_winners_quote_less_is_named():
              "pairs_honest": 12, "pairs_honest_best_tagged": 10, "pairs_honest_worst_tagged": 11}]
     (sign,) = quoting_lessons(rows)
     assert sign.startswith("the dishonest side's winning speeches quote") and "(3 of 12 against 12)" in sign
+    (sign,) = quoting_lessons(rows, "honest")  # the dishonest pairs were not trained on: said so
+    assert "(3 of 12 against 12); train_sides: honest keeps that lesson out of the updates" in sign
+    assert "teach the policy" in quoting_lessons(rows, "dishonest")[0]
     rows[0]["pairs_dishonest_best_tagged"] = 9  # 9 against 12 of 12: within the interval
     assert quoting_lessons(rows) == [] and quoting_lessons([{}]) == []
     assert quoting_lessons([{"pairs_honest": math.nan}, *rows]) == []  # iteration 0 in a report's frame: nan
