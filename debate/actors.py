@@ -149,12 +149,23 @@ class LocalPolicy:
             close()
 
 
-def _waiting(method: Any) -> Any:
-    """An idempotent actor method (token counts, info, adapter swap) called so that an actor Ray is restarting
-    is waited for, whatever the policy's `max_task_retries`: that setting guards generation calls from being
-    run twice, and these are safe to run again. Without it, a call made while the actor restarts fails at
-    once (`ActorUnavailableError`); an actor past its `max_restarts` still raises."""
-    return method.options(max_task_retries=-1)
+def _waiting(method: Any, *args: Any, patience_s: float = 120.0) -> Any:
+    """Call an idempotent actor method (token counts, info, adapter swap) so that an actor Ray is restarting is
+    waited for, whatever the policy's `max_task_retries`: that setting guards generation calls from being run
+    twice, and these are safe to run again. Without it, a call made while the actor restarts fails at once
+    (`ActorUnavailableError`). Ray can still report a restarting actor unavailable with retries on (a race the
+    full suite met once), so such a call is made again every half second for up to `patience_s`; an actor
+    past its `max_restarts` still raises (`ActorDiedError`)."""
+    import ray
+
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return ray.get(method.options(max_task_retries=-1).remote(*args))
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 class _RayFuture:
@@ -194,7 +205,7 @@ class RemotePolicy:
         guard_driver()
         self.actor = actor_cls.remote(cfg, backend, driver_identity())
         _STARTED.append(self)
-        info = ray.get(_waiting(self.actor.info).remote())
+        info = _waiting(self.actor.info)
         self.info = info  # where it landed: node_id, node_ip, host, pid
         self.name = cfg.name
         self.context_length = info["context_length"]
@@ -208,20 +219,14 @@ class RemotePolicy:
         return _RayFuture(self.actor.score.remote(list(requests)))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        import ray
-
-        return ray.get(_waiting(self.actor.count_tokens).remote(list(texts)))
+        return _waiting(self.actor.count_tokens, list(texts))
 
     def truncate_tokens(self, texts: Sequence[str], max_tokens: Sequence[int]) -> list[str]:
-        import ray
-
-        return ray.get(_waiting(self.actor.truncate_tokens).remote(list(texts), list(max_tokens)))
+        return _waiting(self.actor.truncate_tokens, list(texts), list(max_tokens))
 
     def set_adapter(self, path: Optional[str], version: Optional[int] = None) -> Optional[int]:
         """Hand the running actor a new LoRA adapter (a folder it can read: shared storage on a cluster)."""
-        import ray
-
-        return ray.get(_waiting(self.actor.set_adapter).remote(None if path is None else str(path), version))
+        return _waiting(self.actor.set_adapter, None if path is None else str(path), version)
 
     def close(self) -> None:
         """Kill the actor at once (a call in progress is interrupted; no restart)."""

@@ -225,6 +225,44 @@ def test_token_counts_wait_for_a_restarting_actor_even_without_task_retries(clus
             handle.close()
 
 
+def test_an_idempotent_call_is_made_again_while_ray_reports_the_actor_unavailable(monkeypatch):
+    """Ray can report a restarting actor unavailable even with task retries on (the full suite met it once in
+    the test above): the idempotent calls are made again until the actor answers; past their patience, or for
+    an actor that died, the error is raised."""
+    import debate.actors as actors
+
+    class Method:
+        def __init__(self):
+            self.calls = []
+
+        def options(self, **kw):
+            assert kw == {"max_task_retries": -1}
+            return self
+
+        def remote(self, *args):
+            self.calls.append(args)
+            return len(self.calls)
+
+    answers = {1: ray.exceptions.ActorUnavailableError("restarting", None), 2: ray.exceptions.ActorUnavailableError(
+        "restarting", None), 3: [3, 1]}
+
+    def get(ref):
+        if isinstance(answers[ref], Exception):
+            raise answers[ref]
+        return answers[ref]
+
+    monkeypatch.setattr(ray, "get", get)
+    monkeypatch.setattr(actors.time, "sleep", lambda s: None)
+    method = Method()
+    assert actors._waiting(method, ["one two three", "four"]) == [3, 1]
+    assert method.calls == [(["one two three", "four"],)] * 3
+    with pytest.raises(ray.exceptions.ActorUnavailableError):
+        actors._waiting(Method(), "x", patience_s=-1.0)
+    answers[1] = ray.exceptions.ActorDiedError()
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        actors._waiting(Method(), "x")
+
+
 DRIVER = """
 import json, sys
 from arenas.tournament import run_tournament
