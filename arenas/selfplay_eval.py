@@ -63,6 +63,10 @@ def quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> d
     s = quote_stats(games, questions)
     out = {}
     out.update(_rate_fields("honest_supporting", s["honest_supporting"], s["honest"]))
+    # by where the deciding sentence stands in the passage (quote_stats.EARLY): what a policy finds, what it misses
+    out.update(_rate_fields("honest_supporting_early", s["honest_early_supporting"], s["honest_early"]))
+    out.update(_rate_fields("honest_supporting_late", s["honest_supporting"] - s["honest_early_supporting"],
+                            s["honest"] - s["honest_early"]))
     out.update(_rate_fields("dishonest_invented", s["dishonest_invented"], s["dishonest"]))
     out.update(_rate_fields("verified_rate", s["verified"], s["speeches"]))
     out.update(_rate_fields("tagged_rate", s["tagged"], s["speeches"]))

@@ -53,6 +53,17 @@ def _pair_cell(row: pd.Series, role: str) -> str:
     return f"{int(row[f'pairs_{role}_best_tagged'])}/{int(row[f'pairs_{role}_worst_tagged'])} of {int(n)}"
 
 
+def _early_late_cell(row: pd.Series) -> str:
+    """Honest supporting quotes where the deciding sentence is among the passage's first two, and later: k/n each."""
+    def part(key: str) -> str:
+        n = row.get(f"{key}_n")
+        if n is None or (isinstance(n, float) and math.isnan(n)):
+            return "-"
+        return f"{round(row[key] * n) if n else 0}/{int(n)}"
+
+    return f"{part('honest_supporting_early')}, {part('honest_supporting_late')}"
+
+
 def _run_config(store: Store, run: str) -> dict:
     import yaml
 
@@ -73,6 +84,8 @@ def format_train_report(store: Store, run: str) -> str:
     cfg = _run_config(store, run)
     table = pd.DataFrame({name: [_cell(r, key) for _, r in frame.iterrows()] for name, key in COLUMNS.items()},
                          index=frame["iteration"].rename("iteration"))
+    if "honest_supporting_early_n" in frame:  # honest quotes by where the deciding sentence stands in the passage
+        table["honest quotes early/late"] = [_early_late_cell(r) for _, r in frame.iterrows()]
     for role in ("honest", "dishonest"):  # what each side's best and worst speeches teach about quoting at all
         if f"pairs_{role}" in frame:
             table[f"tagged best/worst ({role})"] = [_pair_cell(r, role) for _, r in frame.iterrows()]

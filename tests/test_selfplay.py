@@ -66,6 +66,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
         assert games == 4 and r["eval_reward_n"] == r["judge_accuracy_n"] and r["mean_words_n"] == 2 * games
         assert r["honest_win_rate_low"] == r["judge_accuracy_low"] and r["kl_high"] >= r["kl"] >= r["kl_low"] >= 0
         assert r["pairs_honest"] + r["pairs_dishonest"] == r["units"]  # DPO's pairs, each side's counted
+        assert r["honest_supporting_early_n"] + r["honest_supporting_late_n"] == r["honest_supporting_n"]
     assert result.rows[0]["kl"] == 0.0
     train_q, heldout_q = split_questions(cfg)
     transcripts = result.store.transcripts("r")
@@ -78,7 +79,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     assert (tmp_path / "cache" / "debaters" / "r" / "model" / "config.json").exists()  # `model: debater:r`
     text = format_train_report(result.store, "r")
     assert "judge acc" in text and "held-out judge" in text and "vs start (held-out)" in text
-    assert "on the same training questions every iteration" in text
+    assert "on the same training questions every iteration" in text and "honest quotes early/late" in text
     assert "paired by question (Student t over the 2 held-out questions' differences): judge acc" in text
     assert "change from iteration 0 to 2 (95% interval of the difference): judge acc" in text
     assert all(r["heldout_versus_win_rate_n"] >= 0 for r in result.rows[1:])

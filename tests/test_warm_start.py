@@ -11,7 +11,7 @@ import pytest
 from debate.configs import ConfigError
 from debate.quotes import QuoteRules, find_quotes
 from debate.records import Seat, Speech, Transcript
-from debate.synthetic import deciding_sentence, distractor_sentence, generate
+from debate.synthetic import deciding_sentence, distractor_sentence, generate, passage_sentences
 from debate.training.config import TrainConfig
 from debate.training.quote_stats import quote_stats, quote_supports, supporting_by_speech, supporting_by_transcript
 from debate.training import warm_start as ws_mod
@@ -140,6 +140,10 @@ def test_quote_stats_hand_counted():
     assert s["speeches"] == 4 and s["tagged"] == 3 and s["verified"] == 3
     assert s["honest"] == 2 and s["honest_supporting"] == 1 and s["honest_supporting_rate"] == 0.5
     assert s["dishonest"] == 2 and s["dishonest_invented"] == 1
+    # early: the deciding sentence among the passage's first two: q2's (its first; its honest speech does not
+    # quote it), not q1's (its fourth; quoted)
+    assert [passage_sentences(q.passage).index(deciding_sentence(q)) for q in (q1, q2)] == [3, 0]
+    assert s["honest_early"] == 1 and s["honest_early_supporting"] == 0
     assert s["quotes_per_speech"] == 1.0  # 1 + 1 + 0 + 2 quotes over 4 speeches
     words = sum(len(x.text.split()) for t in (t1, t2) for x in t.speeches)
     assert math.isclose(s["mean_words"], words / 4)

@@ -17,7 +17,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from debate.quotes import normalise
 from debate.records import Question, Quote, Speech, Transcript
-from debate.synthetic import deciding_sentence
+from debate.synthetic import deciding_sentence, passage_sentences
 from debate.training.samples import Sample
 
 MIN_OVERLAP = 5
@@ -74,6 +74,9 @@ def speech_supports(speech: Speech, q: Question, deciding: Optional[str] = None)
     return any(quote_supports(x, deciding, answer) for x in speech.quotes)
 
 
+EARLY = 2  # quote_stats: a deciding sentence among the passage's first EARLY sentences counts as early
+
+
 def _rate(k: int, n: int) -> float:
     return k / n if n else float("nan")
 
@@ -84,10 +87,14 @@ def quote_stats(transcripts: Sequence[Transcript], questions: Questions) -> dict
     speeches, tagged (a tagged quote), verified (at least one verified quote), verified_tagged (a verified
     tagged quote), honest (side == correct), honest_supporting (an honest speech holding the deciding fact),
     dishonest, dishonest_invented (a dishonest speech with an unverified quote), quotes_per_speech,
-    mean_words, and the rates of each count over its base; `skipped` counts transcripts left out."""
+    mean_words, and the rates of each count over its base; `skipped` counts transcripts left out.
+    honest_early and honest_early_supporting count the honest speeches (and those holding the deciding fact)
+    whose deciding sentence is among the passage's first `EARLY` sentences: a small policy finds those far
+    more often than a deciding sentence placed later (cpu-long's comment)."""
     qs = _by_id(questions)
     c = dict(transcripts=0, skipped=0, speeches=0, tagged=0, verified=0, verified_tagged=0, honest=0,
-             honest_supporting=0, dishonest=0, dishonest_invented=0, quotes=0, words=0)
+             honest_supporting=0, honest_early=0, honest_early_supporting=0, dishonest=0, dishonest_invented=0,
+             quotes=0, words=0)
     for t in transcripts:
         q = qs.get(t.question_id)
         deciding = _deciding(q) if q is not None else None
@@ -103,8 +110,12 @@ def quote_stats(transcripts: Sequence[Transcript], questions: Questions) -> dict
             c["verified"] += any(x.verified for x in s.quotes)
             c["verified_tagged"] += any(x.verified and x.tagged for x in s.quotes)
             if s.side == q.correct:
+                supports = speech_supports(s, q, deciding)
+                early = deciding in passage_sentences(q.passage)[:EARLY]
                 c["honest"] += 1
-                c["honest_supporting"] += speech_supports(s, q, deciding)
+                c["honest_supporting"] += supports
+                c["honest_early"] += early
+                c["honest_early_supporting"] += early and supports
             else:
                 c["dishonest"] += 1
                 c["dishonest_invented"] += any(not x.verified for x in s.quotes)
