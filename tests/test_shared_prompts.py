@@ -73,3 +73,18 @@ def test_shared_prompts_one_token_completions(tiny_model_dir):
         whole, _ = completion_logps(backend.model, backend.tokenizer, samples, "cpu", grad=False, share_prompts=False)
     assert shared.shape == (3, 1) and mask.all()
     assert torch.allclose(shared, whole, atol=1e-5)
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_logits_over_a_span_match_per_row_positions(tiny_model_dir, monkeypatch, share):
+    """Where transformers cannot take per-row positions (`logits_to_keep` 2-D, before 5.2x), the logits are taken
+    over the span of the positions and picked per row: the same log-probs."""
+    from debate.training import logprobs
+
+    backend = _backend(tiny_model_dir)
+    samples = _samples(backend)
+    with torch.no_grad():
+        want, mask = completion_logps(backend.model, backend.tokenizer, samples, "cpu", grad=False, share_prompts=share)
+        monkeypatch.setattr(logprobs, "PER_ROW_KEEP", False)
+        got, mask2 = completion_logps(backend.model, backend.tokenizer, samples, "cpu", grad=False, share_prompts=share)
+    assert torch.equal(mask, mask2) and torch.allclose(got, want, atol=1e-5)

@@ -82,8 +82,31 @@ def _row_logits(model: Any, rows: Sequence[list[int]], starts: Sequence[int], pa
     keep = (start - 1 + steps).clamp(max=L - 1)
     targets = torch.gather(ids, 1, (start + steps).clamp(max=L - 1))
     ids, attn, keep, targets, mask = (t.to(device) for t in (ids, attn, keep, targets, mask))
-    logits = model(input_ids=ids, attention_mask=attn, logits_to_keep=keep, use_cache=False).logits.float()
+    logits, _ = _logits_at(model, keep, input_ids=ids, attention_mask=attn, use_cache=False)
     return logits, targets, mask
+
+
+def _per_row_keep() -> bool:
+    """Whether this transformers takes `logits_to_keep` as per-row positions (a 2-D integer tensor; 5.2x on).
+    Older versions index the sequence with it as a whole, which a 2-D tensor turns into a wrong shape."""
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
+PER_ROW_KEEP = _per_row_keep()
+
+
+def _logits_at(model: Any, positions: Tensor, **inputs: Any) -> tuple[Tensor, Any]:
+    """The float logits [B, K, V] at each row's `positions` [B, K] and the model's output: computed at those
+    positions only where transformers takes per-row positions, else over the span from the smallest to the
+    largest of them and then picked per row."""
+    if PER_ROW_KEEP:
+        out = model(**inputs, logits_to_keep=positions)
+        return out.logits.float(), out
+    lo, hi = int(positions.min()), int(positions.max()) + 1
+    out = model(**inputs, logits_to_keep=torch.arange(lo, hi, device=positions.device))
+    return torch.take_along_dim(out.logits, (positions - lo)[..., None], dim=1).float(), out
 
 
 def _padded(seqs: Sequence[Sequence[int]], pad: int) -> tuple[Tensor, Tensor]:
@@ -111,8 +134,8 @@ def _shared_prompt_logits(model: Any, prompts: Sequence[tuple[int, ...]], comple
     c_ids, c_mask = _padded(completions, pad)
     T = c_ids.shape[1]
     p_ids, p_attn, p_len, c_ids, c_mask, group = (t.to(device) for t in (p_ids, p_attn, p_len, c_ids, c_mask, group))
-    out = model(input_ids=p_ids, attention_mask=p_attn, use_cache=True, logits_to_keep=(p_len - 1)[:, None])
-    logits = out.logits.float()[group]  # [B, 1, V]: each prompt's last token predicts the completion's first
+    logits, out = _logits_at(model, (p_len - 1)[:, None], input_ids=p_ids, attention_mask=p_attn, use_cache=True)
+    logits = logits[group]  # [B, 1, V]: each prompt's last token predicts the completion's first
     if T > 1:
         cache = cache_of(out)
         cache.batch_select_indices(group)
