@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 from debate.intervals import mean_interval
 from debate.records import Question, Transcript, Verdict
 from debate.store import Store
-from debate.training.quote_stats import speech_supports
+from debate.training.quote_stats import supporting_by_speech
 from arenas.selfplay_games import HELDOUT_JUDGE, TRAIN_JUDGE
 
 Outcomes = Mapping[str, Sequence[float]]  # question id -> the 0/1 outcomes of its games (or speeches)
@@ -34,13 +34,15 @@ def iteration_outcomes(games: Sequence[Transcript], verdicts: Sequence[Verdict],
     deciding fact."""
     out: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name, _ in PAIRED}
     by_judge = {(v.judge, v.transcript_id): v for v in verdicts}
+    supporting = supporting_by_speech(games, questions)  # honest speeches of synthetic questions, as the rates count
     for t in games:
         q = questions.get(t.question_id)
         if q is None:
             continue
         for name, judge in PAIRED:
             if judge is None:
-                out[name][q.id] += [float(speech_supports(s, q)) for s in t.speeches if s.side == q.correct]
+                out[name][q.id] += [float(supporting[f"{t.id}:{s.index}"]) for s in t.speeches
+                                    if f"{t.id}:{s.index}" in supporting]
                 continue
             v = by_judge.get((judge, t.id))
             if v is not None and v.p_answer0 is not None:

@@ -127,8 +127,9 @@ def _shared_prompt_logits(model: Any, prompts: Sequence[tuple[int, ...]], comple
     prompts' padding masked out."""
     from debate.backends.prefix_cache import CACHE_ARG, cache_of
 
-    distinct = list(dict.fromkeys(prompts))
-    group = torch.tensor([distinct.index(p) for p in prompts])
+    index = {p: i for i, p in enumerate(dict.fromkeys(prompts))}  # distinct prompts, in order of first use
+    distinct = list(index)
+    group = torch.tensor([index[p] for p in prompts])
     p_ids, p_attn = _padded(distinct, pad)
     p_len = p_attn.sum(dim=1)
     c_ids, c_mask = _padded(completions, pad)

@@ -18,6 +18,7 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 from debate.quotes import normalise
 from debate.records import Question, Quote, Speech, Transcript
 from debate.synthetic import deciding_sentence, passage_sentences
+from debate.training.rewards import of_sides
 from debate.training.samples import Sample
 
 MIN_OVERLAP = 5
@@ -102,6 +103,7 @@ def quote_stats(transcripts: Sequence[Transcript], questions: Questions) -> dict
             c["skipped"] += 1
             continue
         c["transcripts"] += 1
+        early = deciding in passage_sentences(q.passage)[:EARLY]
         for s in t.speeches:
             c["speeches"] += 1
             c["quotes"] += len(s.quotes)
@@ -111,7 +113,6 @@ def quote_stats(transcripts: Sequence[Transcript], questions: Questions) -> dict
             c["verified_tagged"] += any(x.verified and x.tagged for x in s.quotes)
             if s.side == q.correct:
                 supports = speech_supports(s, q, deciding)
-                early = deciding in passage_sentences(q.passage)[:EARLY]
                 c["honest"] += 1
                 c["honest_supporting"] += supports
                 c["honest_early"] += early
@@ -206,8 +207,9 @@ def pair_quoting(pairs: Sequence[tuple[Sample, Sample]], tagged: Mapping[str, bo
     plays both sides, so a side whose winning speeches quote less than its losing ones teaches it not to quote."""
     out: dict = {}
     for role in ("honest", "dishonest"):
-        side = [(best, worst) for best, worst in pairs if (best.side == correct[best.question_id]) == (role == "honest")
-                and best.key in tagged and worst.key in tagged]
+        bests = {best.key for best in of_sides([best for best, _ in pairs], correct, role)}
+        side = [(best, worst) for best, worst in pairs
+                if best.key in bests and best.key in tagged and worst.key in tagged]
         out[f"pairs_{role}"] = len(side)
         out[f"pairs_{role}_best_tagged"] = sum(tagged[best.key] for best, _ in side)
         out[f"pairs_{role}_worst_tagged"] = sum(tagged[worst.key] for _, worst in side)
