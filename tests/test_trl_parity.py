@@ -1,11 +1,12 @@
-"""Our DPO, IPO and KTO against TRL's own trainers on the same model, tokens and reference.
+"""Our DPO, IPO, KTO, REINFORCE and PPO against TRL's own trainers on the same model, tokens and reference.
 
-TRL computes these losses inside `DPOTrainer._compute_loss` / `KTOTrainer._compute_loss`, not as free
-functions, so each test builds a real trainer on the tiny random Llama (a policy perturbed away from
-its reference, so the log-ratios are not zero), takes one collated batch from TRL's own dataloader and
-calls TRL's `compute_loss` on it. Ours is then fed sequence log-ratios computed here, independently of
-TRL (plain forward, log_softmax, gather, sum over the completion mask), from the same model on the same
-tokens. Both the loss and its gradient on every parameter must agree.
+TRL computes these losses inside `DPOTrainer._compute_loss`, `KTOTrainer._compute_loss` and
+`GRPOTrainer._compute_loss`, not as free functions, so each test builds a real trainer on the tiny random
+Llama (a policy perturbed away from its reference, so the log-ratios are not zero), takes one batch (DPO and
+KTO: collated by TRL's own dataloader; GRPO: token tensors made here, with our advantages) and calls TRL's
+`compute_loss` on it. Ours is then fed log-probabilities computed here, independently of TRL (plain forward,
+log_softmax, gather, over the completion mask), from the same model on the same tokens. Both the loss and its
+gradient on every parameter must agree.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
-from debate.training.objectives import dpo, ipo, kto, kto_kl, sft  # noqa: E402
+from debate.training.objectives import dpo, ipo, kto, kto_kl, ppo, reinforce, returns, sft  # noqa: E402
 
 BETA = 0.3
 PREFS = [
@@ -173,3 +174,103 @@ def test_kto_matches_trl(models, tmp_path):
     assert_same_loss_and_grads(model, kto(logps - ref_logps, batch["label"], z, BETA).mean(), theirs, their_grads)
     ratios = (logps - ref_logps).detach()
     assert (ratios > z).any() and (ratios < z).any()  # both sides of the reference point are exercised
+
+
+# REINFORCE and PPO against TRL's GRPO loss. GRPO's clipped surrogate is PPO's, and TRL takes per-token
+# advantages of shape (B, T); with beta 0 in TRL (our KL leash is already inside the advantages, as rewards
+# of -beta (log pi - log ref) per token) and loss_type "bnpo" (a mean over every completion token of the batch,
+# our _token_mean) the two objectives must agree on the same tensors. Prompts are all one length, so no row is
+# left padded and positions are the same in both forward passes.
+CLIP = 0.2
+
+
+def trl_grpo(policy, tok, tmp_path):
+    from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=2,
+                      beta=0.0, loss_type="bnpo", epsilon=CLIP, bf16=False, report_to=[], use_cpu=True,
+                      seed=0)  # float32: TRL defaults to bf16 autocast where the CPU has it
+    data = datasets.Dataset.from_list([{"prompt": "Answer: A"}, {"prompt": "Debater for A:"}])
+    trainer = GRPOTrainer(model=policy, reward_funcs=[lambda completions, **kw: [0.0] * len(completions)],
+                          args=args, train_dataset=data, processing_class=tok)
+    trainer.model.eval()  # mode "eval": no gradient-accumulation normalizer; the tiny model has no dropout
+    return trainer
+
+
+def token_batch(vocab: int, seed: int) -> dict:
+    """Four rows: prompts of 5 tokens, completions of 6 right padded to different lengths (one of a single token)."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([6, 4, 1, 5])
+    completion_mask = (torch.arange(6)[None, :] < lengths[:, None]).long()
+    return {"prompt_ids": torch.randint(3, vocab, (4, 5), generator=gen), "prompt_mask": torch.ones(4, 5).long(),
+            "completion_ids": torch.randint(3, vocab, (4, 6), generator=gen), "completion_mask": completion_mask}
+
+
+def completion_logps(model, batch) -> torch.Tensor:
+    """log pi of each completion token, computed here (not by TRL): a plain forward of prompt + completion."""
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    p = batch["prompt_ids"].shape[1]
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, p - 1:-1].float()
+    return logits.log_softmax(-1).gather(-1, batch["completion_ids"][..., None]).squeeze(-1)
+
+
+def leashed_advantages(batch, logp_detached, ref_logp, beta=0.5) -> torch.Tensor:
+    """Our per-token advantages: KL-leashed returns-to-go minus a per-row baseline (outcomes of both signs)."""
+    outcome, baseline = torch.tensor([1.0, -1.0, 1.0, -1.0]), torch.tensor([0.2, -0.3, 0.2, -0.3])
+    return returns(logp_detached, ref_logp, batch["completion_mask"], outcome, beta) - baseline[:, None], \
+        outcome, baseline, beta
+
+
+def test_reinforce_gradient_matches_trl_grpo_on_policy(models, tmp_path):
+    """On policy (no old log-probs) GRPO's ratio is exp(log pi - sg(log pi)) = 1 with gradient d log pi, so its
+    gradient is -A d log pi averaged over tokens: REINFORCE's. The loss values differ by design (GRPO's is -mean A,
+    ours -mean A log pi); the gradients must not."""
+    policy, ref, tok = models
+    perturb(policy, ref, seed=3)
+    trainer = trl_grpo(policy, tok, tmp_path)
+    batch = token_batch(tok.vocab_size if tok.vocab_size else 100, seed=0)
+    model = trainer.model
+    with torch.no_grad():
+        ref_logp = completion_logps(ref, batch)
+        advantages, outcome, baseline, beta = leashed_advantages(batch, completion_logps(model, batch), ref_logp)
+    assert advantages[:, 0].abs().min() > 0.05  # every row has a non-zero advantage
+    model.zero_grad(set_to_none=True)
+    theirs = trainer.compute_loss(model, {**batch, "advantages": advantages})
+    theirs.backward()
+    their_grads = grads(model)
+    mask = batch["completion_mask"].float()
+    assert theirs.item() == pytest.approx(-((advantages * mask).sum() / mask.sum()).item(), abs=1e-5)
+    ours = reinforce(completion_logps(model, batch), ref_logp, batch["completion_mask"], outcome, baseline, beta)
+    ours.backward()
+    our_grads = grads(model)
+    assert len(our_grads) == len(their_grads) > 0
+    for g_ours, g_theirs in zip(our_grads, their_grads):
+        torch.testing.assert_close(g_ours, g_theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_ppo_matches_trl_grpo_clipped_surrogate(models, tmp_path):
+    """Off policy: old log-probs moved by +-0.4 from the current ones, so ratios fall on both sides of the
+    1 +- 0.2 clip for advantages of both signs; loss and gradients must equal TRL's."""
+    policy, ref, tok = models
+    perturb(policy, ref, seed=4)
+    trainer = trl_grpo(policy, tok, tmp_path)
+    batch = token_batch(tok.vocab_size if tok.vocab_size else 100, seed=1)
+    model = trainer.model
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        ref_logp = completion_logps(ref, batch)
+        old_logp = completion_logps(model, batch) + 0.4 * (2 * torch.rand(4, 6, generator=gen) - 1)
+        advantages, outcome, baseline, beta = leashed_advantages(batch, old_logp, ref_logp)
+    mask = batch["completion_mask"].bool()
+    ratio = torch.exp(completion_logps(model, batch).detach() - old_logp)[mask]
+    adv = advantages[mask]
+    clipped = (ratio > 1 + CLIP) | (ratio < 1 - CLIP)
+    assert clipped.any() and (~clipped).any() and (adv > 0).any() and (adv < 0).any()  # not vacuous
+    model.zero_grad(set_to_none=True)
+    theirs = trainer.compute_loss(model, {**batch, "advantages": advantages, "old_per_token_logps": old_logp})
+    theirs.backward()
+    their_grads = grads(model)
+    ours = ppo(completion_logps(model, batch), old_logp, ref_logp, batch["completion_mask"], outcome, baseline,
+               beta, clip=CLIP)
+    assert_same_loss_and_grads(model, ours, theirs, their_grads)
