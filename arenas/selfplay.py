@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from debate.cache_owner import check_run_debater, record_run_debater
 from debate.configs import ConfigError, PolicyConfig, dump
 from debate.prompts import load_prompts
 from debate.records import Question, RunInfo
@@ -217,6 +218,7 @@ def run_iterations(s: Session) -> list[dict]:
     from debate.embedded import debater_dir
 
     final = s.learner.call("export", str(debater_dir(s.run) / "model"))
+    record_run_debater(s.run, s.cfg.results)
     print(f"the trained debater is stored in {final}; play it in a tournament as `model: debater:{s.run}`", flush=True)
     rows = iteration_rows(s.store, s.run)
     for sign in hacking_signs(rows, s.cfg.train_sides):
@@ -231,13 +233,17 @@ def stored_train_config(store: Store, run: str) -> TrainConfig:
     return load_train_config(yaml.safe_load(info.config), source=f"run {run} (stored config)")
 
 
+def new_run_name(cfg: TrainConfig) -> str:
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def start_run(cfg: TrainConfig, run: Optional[str], resume: bool, store: Store) -> str:
     if resume:
         if run is None:
             raise ValueError("resume needs the run name")
         store.run(run)
         return run
-    run = run or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = run or new_run_name(cfg)
     store.add_run(RunInfo(name=run, kind="train", config=dump(cfg), created=time.time()))
     folder = Path(cfg.results) / run
     folder.mkdir(parents=True, exist_ok=True)
@@ -292,9 +298,11 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
     """Run (or resume) self-play training; `learner` and `judge_policies` (training judge, held-out judge)
     may be passed in, which skips the cached stages (tests)."""
     t0 = time.perf_counter()
-    if run is not None and run == cfg.warm_start.name:  # both are stored as debater:NAME
+    run = run or new_run_name(cfg)
+    if run == cfg.warm_start.name:  # both are stored as debater:NAME
         raise ConfigError(f"run name {run!r} is the warm start's name (warm_start.name); the run's final policy would "
                           f"replace the warm-started debater; choose another --run")
+    check_run_debater(run, cfg.results)  # nor may it replace another run's policy or another warm start
     from dataclasses import replace
 
     from debate.training.server import describe_layout, resolve_layout

@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Optional
 
+from debate.cache_owner import check_run_debater, record_run_debater
 from debate.configs import ConfigError, PolicyConfig
 from debate.store import Store
 from debate.training import rewards as R
@@ -20,7 +21,7 @@ from debate.training.config import TrainConfig
 from debate.training.iterations import record_iteration
 from debate.training.objectives import get_objective
 from arenas.judging import protocol_for, stored_config, stored_protocols
-from arenas.selfplay import checkpoint_dir, start_run
+from arenas.selfplay import checkpoint_dir, new_run_name, start_run
 from arenas.selfplay_games import samples_from, speech_prompts
 
 
@@ -45,6 +46,12 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
                           f"stored for the games that were played; pairing speeches anew needs live judging; drop "
                           f"--set opponents={cfg.opponents}, or run `debate train` without --from-run")
     t0 = time.perf_counter()
+    named = replace(cfg, name=f"{cfg.name}-from-{source}")
+    run = run or new_run_name(named)
+    if run == cfg.warm_start.name:
+        raise ConfigError(f"run name {run!r} is the warm start's name (warm_start.name); the updated policy would "
+                          f"replace the warm-started debater; choose another --run")
+    check_run_debater(run, cfg.results)
     store = Store(cfg.results)
     store.run(source)  # a clear error when it is not there
     p0 = verdict_means(store, source, judge)
@@ -71,7 +78,7 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
     scored = R.with_baselines(R.assign_rewards(samples, p0))
     scored = R.of_sides(scored, {q_id: q.correct for q_id, q in questions.items()}, cfg.train_sides)
     units = R.usable(get_objective(cfg.objective).kind, scored)
-    run = start_run(replace(cfg, name=f"{cfg.name}-from-{source}"), run, False, store)
+    run = start_run(named, run, False, store)
     row = {"objective": cfg.objective, "source_run": source, "judge": judge or "all", "samples": len(scored),
            "dropped": len(samples) - len(scored), "units": units}
     if units == 0:
@@ -87,6 +94,7 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
     from debate.embedded import debater_dir
 
     final = learner.call("export", str(debater_dir(run) / "model"))
+    record_run_debater(run, cfg.results, {"source_run": source})
     return (f"run {run}: one {cfg.objective} update from {source}'s verdicts ({judge or 'every judge'}): {len(scored)} "
             f"speeches, {units} training units" + (f", skipped: {row['skipped']}" if units == 0 else
             f", loss {row.get('loss', float('nan')):.4f}, KL {row.get('kl', float('nan')):.4f}")

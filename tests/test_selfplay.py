@@ -77,6 +77,13 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     for it in range(3):
         assert (tmp_path / "results" / "r" / "checkpoints" / f"iteration-{it:04d}").is_dir()
     assert (tmp_path / "cache" / "debaters" / "r" / "model" / "config.json").exists()  # `model: debater:r`
+    from debate.cache_owner import debater_owner
+
+    assert debater_owner("r").run == "r" and debater_owner("r").results == str((tmp_path / "results").resolve())
+    # the same run name in another results folder would replace that policy: refused before any work
+    with pytest.raises(ConfigError, match=r"already holds the final policy of training run 'r'.*cache rm debater:r"):
+        run_training(tiny_cfg(tmp_path / "other"), run="r", progress=False, learner=learner, judge_policies=judges)
+    assert not (tmp_path / "other" / "r").exists()
     text = format_train_report(result.store, "r")
     assert "judge acc" in text and "held-out judge" in text and "vs start (held-out)" in text
     assert "on the same training questions every iteration" in text and "honest quotes early/late" in text

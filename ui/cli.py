@@ -350,9 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--results", default="results")
     i.set_defaults(func=cmd_import)
 
+    from ui.cache_cli import add_cache_verbs
     from ui.human_cli import add_human_verbs
 
     add_human_verbs(sub)
+    add_cache_verbs(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from debate.cache_owner import check_warm_start_folder
 from debate.embedded import debater_dir, resolve_model
 from debate.protocols import Protocol, get_protocol
 from debate.records import Question, Transcript
@@ -256,6 +257,7 @@ def ensure_warm_start(cfg: TrainConfig, progress: bool = True, backend: Any = No
     """The warm-started debater's model folder, trained once and then read from the cache.
 
     A file lock makes concurrent callers train it only once."""
+    check_warm_start_folder(cfg.warm_start.name)  # a training run's policy is not a warm start
     folder = debater_dir(cfg.warm_start.name)
     model = folder / "model"
     if (model / "config.json").exists():
