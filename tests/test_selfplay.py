@@ -233,7 +233,8 @@ def _speech_rows(db: Path) -> dict[tuple[str, int], tuple[str, float]]:
 
 
 def _run(tmp_path, tiny_dir, results, resume):
-    env = {**os.environ, "DEBATE_CACHE": str(tmp_path / "cache")}
+    # a cache per results folder: the two runs share the name r, and each stores its policy as debater:r
+    env = {**os.environ, "DEBATE_CACHE": str(Path(results).with_name(Path(results).name + "-cache"))}
     code = SCRIPT.format(root=str(ROOT), results=str(results), tiny=str(tiny_dir), resume=resume)
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
 
