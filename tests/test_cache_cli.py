@@ -32,6 +32,8 @@ def cache(tmp_path, monkeypatch):
     entry("judges", "rm-embedded", "reward_model.json", {"init": "judge:embedded",
                                                          "debater": str(root / "debaters" / "embedded" / "model")})
     entry("judges", "mine", "judge.json", {"config": {"objective": "ce", "base_model": "embedded", "train_layers": 6}})
+    (root / "models" / "smollm2-135m-instruct.tmp123").mkdir(parents=True)  # being converted: not an entry
+    (root / "judges" / "mine.tmp").mkdir()  # being trained
     return root
 
 

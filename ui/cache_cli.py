@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from debate.configs import ConfigError
 from debate.embedded import EMBEDDED_NAME, cache_root
 
 KINDS = {"model": "models", "judge": "judges", "debater": "debaters"}
+TMP = re.compile(r"\.tmp\d*$")  # a folder being written (NAME.tmp, the embedded model's NAME.tmpPID)
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_FOLDERS = {"training": ROOT / "debate" / "training" / "presets", "judge": ROOT / "judges" / "presets",
                   "tournament": ROOT / "arenas" / "presets"}
@@ -114,7 +116,7 @@ def preset_uses() -> dict[str, list[str]]:
 def entries() -> list[Entry]:
     root, uses, out = cache_root(), preset_uses(), []
     for kind, sub in KINDS.items():
-        for folder in sorted(p for p in (root / sub).glob("*") if p.is_dir() and not p.name.endswith(".tmp")):
+        for folder in sorted(p for p in (root / sub).glob("*") if p.is_dir() and not TMP.search(p.name)):
             spec = f"{kind}:{folder.name}"
             made_by, created = _made_by(kind, folder)
             out.append(Entry(spec, folder, _size(folder), created, made_by, tuple(uses.get(spec, ()))))
