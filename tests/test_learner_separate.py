@@ -120,11 +120,13 @@ def _games(store, run: str, tag: str = "") -> dict:
 def test_separate_run_stores_the_shared_runs_games(tmp_path, tiny_model_dir, monkeypatch, capsys):
     from arenas.selfplay import run_training
 
-    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
-    # the same run name in two stores: the games' ids, and so their sampling seeds, are the same
+    # the same run name in two stores: the games' ids, and so their sampling seeds, are the same (and each
+    # store gets a cache of its own, since each run stores its final policy as debater:r)
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache-shared"))
     cfg = tiny_cfg(tmp_path / "shared", iterations=1)
     learner, judges = handles(cfg, tiny_model_dir)
     shared = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache-apart"))
     cfg = tiny_cfg(tmp_path / "apart", iterations=1)
     learner, judges = separate(cfg, tiny_model_dir)
     apart = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
@@ -149,13 +151,15 @@ def test_separate_run_stores_the_shared_runs_games(tmp_path, tiny_model_dir, mon
 def test_resume_hands_the_checkpoints_adapter_over(tmp_path, tiny_model_dir, monkeypatch):
     from arenas.selfplay import checkpoint_dir, run_training
 
-    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache-whole"))
     cfg = tiny_cfg(tmp_path / "whole", iterations=2)
     learner, judges = separate(cfg, tiny_model_dir)
     whole = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
     assert [r.get("rollout_version") for r in whole.rows] == [None, 0, 1]
 
-    # the same run (same name, so the same games and seeds) stopped after iteration 1
+    # the same run (same name, so the same games and seeds) stopped after iteration 1; a cache of its own,
+    # since each run stores its final policy as debater:r
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache-cut"))
     cut, cut_one = tiny_cfg(tmp_path / "cut", iterations=2), tiny_cfg(tmp_path / "cut", iterations=1)
     first, judges = separate(cut_one, tiny_model_dir)
     run_training(cut_one, run="r", progress=False, learner=first, judge_policies=judges)

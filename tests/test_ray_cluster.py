@@ -219,7 +219,9 @@ def test_token_counts_wait_for_a_restarting_actor_even_without_task_retries(clus
         ray.kill(policies["p"].actor, no_restart=False)
         assert policies["p"].count_tokens(["one two three", "four"]) == [3, 1]
         assert policies["p"].truncate_tokens(["one two three"], [2]) == ["one two"]
-        assert ray.get(policies["p"].actor.info.remote())["pid"] != first_pid, "the counts came from the restarted actor"
+        from debate.actors import _waiting  # the test's own look at the pid may meet the restart race too
+
+        assert _waiting(policies["p"].actor.info)["pid"] != first_pid, "the counts came from the restarted actor"
     finally:
         for handle in policies.values():
             handle.close()
