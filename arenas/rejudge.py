@@ -32,13 +32,15 @@ def judge_spec(name_or_file: str) -> tuple[PolicyConfig, JudgeConfig]:
 
 def rejudge(
     store: Store, run: str, spec: str, limit: Optional[int] = None, setting: Optional[str] = None,
-    progress: bool = True, policy: Optional[Policy] = None, ray: RayConfig = RayConfig(),
+    progress: bool = True, policy: Optional[Policy] = None, ray: RayConfig = RayConfig(), tag: Optional[str] = None,
 ) -> int:
     """Judge the run's complete transcripts (not verdict-only ones) that this judge has not judged yet,
-    under the protocols the run's stored config played (rounds, word limit, beliefs)."""
+    under the protocols the run's stored config played (rounds, word limit, beliefs); `setting` and `tag`
+    keep only the transcripts of that setting or with that tag (a training run's held-out games: `self`)."""
     policy_cfg, judge_cfg = judge_spec(spec)
     store.run(run)
-    cases = cases_to_judge(store, run, judge_cfg.name, keep=lambda t: setting is None or t.setting == setting)
+    cases = cases_to_judge(store, run, judge_cfg.name, keep=lambda t: (setting is None or t.setting == setting)
+                           and (tag is None or tag in t.tags))
     cases = cases[:limit] if limit is not None else cases
     if not cases:
         return 0

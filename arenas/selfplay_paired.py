@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-from debate.intervals import mean_interval
+from debate.intervals import mean_interval, wilson_interval
 from debate.records import Question, Transcript, Verdict
 from debate.store import Store
 from debate.training.quote_stats import supporting_by_speech
@@ -64,3 +64,36 @@ def paired_change_line(store: Store, run: str, first: int, last: int) -> str:
     n_q = len({t.question_id for t in games})
     return (f"the same change paired by question (Student t over the {n_q} held-out questions' differences): "
             + ("; ".join(parts) or "fewer than two questions measured in both"))
+
+
+def rejudged_lines(store: Store, run: str) -> list[str]:
+    """For every judge other than the run's two that has judged its held-out games afterwards (`debate judge RUN
+    --judge SPEC --tag self`): its accuracy at each iteration (Wilson) and its first-to-last change paired by
+    question."""
+    games = [t for t in store.transcripts(run) if "self" in t.tags]
+    questions = store.questions(run)
+    by_game = {t.id: t for t in games}
+    outcomes: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for v in store.verdicts(run):
+        t = by_game.get(v.transcript_id)
+        if v.judge in (TRAIN_JUDGE, HELDOUT_JUDGE) or t is None or v.p_answer0 is None:
+            continue
+        q = questions.get(t.question_id)
+        its = [int(x.split("-")[1]) for x in t.tags if x.startswith("iteration-")]
+        if q is None or not its:
+            continue
+        outcomes[v.judge][its[0]][q.id].append(float((v.p_correct(q.correct) or 0) > 0.5))
+    lines = []
+    for judge in sorted(outcomes):
+        per = outcomes[judge]
+        cells = []
+        for it in sorted(per):
+            k, n = sum(sum(o) for o in per[it].values()), sum(len(o) for o in per[it].values())
+            lo, hi = wilson_interval(k, n)
+            cells.append(f"{it}: {k / n:.2f} [{lo:.2f}, {hi:.2f}]")
+        first, last = min(per), max(per)
+        d, lo, hi, n_q = paired_change(per[first], per[last])
+        change = (f"; change {first} -> {last} paired by question {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                  if last > first and n_q >= 2 else "")
+        lines.append(f"judge {judge} on the held-out games (judged after the run): " + ", ".join(cells) + change)
+    return lines

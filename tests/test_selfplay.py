@@ -91,6 +91,25 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     assert "change from iteration 0 to 2 (95% interval of the difference): judge acc" in text
     assert all(r["heldout_versus_win_rate_n"] >= 0 for r in result.rows[1:])
     assert plot_training(result.store, "r", tmp_path / "t.png").stat().st_size > 0
+    # another judge re-judges the held-out games afterwards (`debate judge r --judge SPEC --tag self`): the report
+    # shows its accuracy per iteration, as counted here from its stored verdicts
+    from arenas.rejudge import rejudge
+    from debate.backends.mock import mock_policy
+
+    spec = tmp_path / "other.yaml"
+    spec.write_text("policy: {name: other, model: embedded}\njudge: {name: other, mode: logprob}\n")
+    selfplay = [t for t in transcripts if "self" in t.tags]
+    assert rejudge(result.store, "r", str(spec), progress=False, tag="self",
+                   policy=mock_policy("other", letters=letters_from_length)) == len(selfplay) < len(transcripts)
+    questions, verdicts = result.store.questions("r"), {v.transcript_id: v for v in result.store.verdicts("r")
+                                                        if v.judge == "other"}
+    assert set(verdicts) == {t.id for t in selfplay}  # the rollouts were left alone
+    line = [x for x in format_train_report(result.store, "r").splitlines() if x.startswith("judge other")][0]
+    for it in range(3):
+        right = [verdicts[t.id].p_correct(questions[t.question_id].correct) > 0.5 for t in selfplay
+                 if f"iteration-{it}" in t.tags and verdicts[t.id].p_answer0 is not None]
+        assert f"{it}: {sum(right) / len(right):.2f} [" in line
+    assert "change 0 -> 2 paired by question" in line
     # the trained debater plays a tournament as `model: debater:r` and gets a rating against the base
     from debate.actors import LocalPolicy, PolicyServer
     from debate.configs import load_tournament

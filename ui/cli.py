@@ -221,7 +221,8 @@ def cmd_rejudge(args: argparse.Namespace) -> int:
     from debate.store import Store
 
     store = Store(args.results)
-    n = rejudge(store, args.run, args.judge, limit=args.limit, setting=args.setting, progress=not args.quiet)
+    n = rejudge(store, args.run, args.judge, limit=args.limit, setting=args.setting, progress=not args.quiet,
+                tag=args.tag)
     print(f"judged {n} transcripts of run {args.run} with {args.judge}")
     print(format_settings(store, args.run, paper_only=False))
     return 0
@@ -339,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     jr.add_argument("--judge", required=True, help="a judge spec YAML (policy and judge sections) or a built-in: embedded, trained-embedded")
     jr.add_argument("--limit", type=int, help="judge at most N transcripts (in id order)")
     jr.add_argument("--setting", help="only transcripts of this setting, e.g. 'human debate'")
+    jr.add_argument("--tag", help="only transcripts with this tag, e.g. 'self': a training run's held-out games, "
+                                  "whose accuracy by this judge `debate report RUN` then shows per iteration")
     jr.add_argument("--results", default="results")
     jr.add_argument("--quiet", action="store_true")
     jr.set_defaults(func=cmd_rejudge)
