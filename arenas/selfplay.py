@@ -299,10 +299,7 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
     may be passed in, which skips the cached stages (tests)."""
     t0 = time.perf_counter()
     run = run or new_run_name(cfg)
-    if run == cfg.warm_start.name:  # both are stored as debater:NAME
-        raise ConfigError(f"run name {run!r} is the warm start's name (warm_start.name); the run's final policy would "
-                          f"replace the warm-started debater; choose another --run")
-    check_run_debater(run, cfg.results)  # nor may it replace another run's policy or another warm start
+    check_run_debater(run, cfg.results, cfg.warm_start.name)  # both are stored as debater:NAME
     from dataclasses import replace
 
     from debate.training.server import describe_layout, resolve_layout

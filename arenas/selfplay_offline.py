@@ -48,10 +48,7 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
     t0 = time.perf_counter()
     named = replace(cfg, name=f"{cfg.name}-from-{source}")
     run = run or new_run_name(named)
-    if run == cfg.warm_start.name:
-        raise ConfigError(f"run name {run!r} is the warm start's name (warm_start.name); the updated policy would "
-                          f"replace the warm-started debater; choose another --run")
-    check_run_debater(run, cfg.results)
+    check_run_debater(run, cfg.results, cfg.warm_start.name)
     store = Store(cfg.results)
     store.run(source)  # a clear error when it is not there
     p0 = verdict_means(store, source, judge)

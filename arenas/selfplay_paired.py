@@ -27,26 +27,31 @@ def paired_change(first: Outcomes, last: Outcomes) -> tuple[float, float, float,
     return (*mean_interval(diffs), len(both))
 
 
+def judge_outcomes(games: Sequence[Transcript], by_judge: Mapping[tuple[str, str], Verdict],
+                   questions: Mapping[str, Question], judge: str) -> dict[str, list[float]]:
+    """Per question, whether `judge`'s verdict on each game was right (failed verdicts left out, as in the
+    iteration's rates); `by_judge` maps (judge, transcript id) to the verdict."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for t in games:
+        q, v = questions.get(t.question_id), by_judge.get((judge, t.id))
+        if q is not None and v is not None and v.p_answer0 is not None:
+            out[q.id].append(float((v.p_correct(q.correct) or 0) > 0.5))
+    return out
+
+
 def iteration_outcomes(games: Sequence[Transcript], verdicts: Sequence[Verdict],
                        questions: Mapping[str, Question]) -> dict[str, dict[str, list[float]]]:
     """Per metric of `PAIRED`, per question, the outcomes of an iteration's held-out self-play games: a judge's
-    verdict right (failed verdicts left out, as in the iteration's rates) or an honest speech holding the
-    deciding fact."""
-    out: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name, _ in PAIRED}
+    verdict right or an honest speech holding the deciding fact."""
     by_judge = {(v.judge, v.transcript_id): v for v in verdicts}
+    out = {name: judge_outcomes(games, by_judge, questions, judge) for name, judge in PAIRED if judge is not None}
     supporting = supporting_by_speech(games, questions)  # honest speeches of synthetic questions, as the rates count
+    honest: dict[str, list[float]] = defaultdict(list)
     for t in games:
-        q = questions.get(t.question_id)
-        if q is None:
-            continue
-        for name, judge in PAIRED:
-            if judge is None:
-                out[name][q.id] += [float(supporting[f"{t.id}:{s.index}"]) for s in t.speeches
-                                    if f"{t.id}:{s.index}" in supporting]
-                continue
-            v = by_judge.get((judge, t.id))
-            if v is not None and v.p_answer0 is not None:
-                out[name][q.id].append(float((v.p_correct(q.correct) or 0) > 0.5))
+        if t.question_id in questions:
+            honest[t.question_id] += [float(supporting[f"{t.id}:{s.index}"]) for s in t.speeches
+                                      if f"{t.id}:{s.index}" in supporting]
+    out["honest quotes"] = honest
     return out
 
 
@@ -71,24 +76,20 @@ def rejudged_lines(store: Store, run: str) -> list[str]:
     --judge SPEC --tag self`): its accuracy at each iteration (Wilson) and its first-to-last change paired by
     question."""
     games = [t for t in store.transcripts(run) if "self" in t.tags]
+    ids = {t.id for t in games}
+    by_judge = {(v.judge, v.transcript_id): v for v in store.verdicts(run) if v.transcript_id in ids}
     questions = store.questions(run)
-    by_game = {t.id: t for t in games}
-    outcomes: dict[str, dict[int, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for v in store.verdicts(run):
-        t = by_game.get(v.transcript_id)
-        if v.judge in (TRAIN_JUDGE, HELDOUT_JUDGE) or t is None or v.p_answer0 is None:
-            continue
-        q = questions.get(t.question_id)
-        its = [int(x.split("-")[1]) for x in t.tags if x.startswith("iteration-")]
-        if q is None or not its:
-            continue
-        outcomes[v.judge][its[0]][q.id].append(float((v.p_correct(q.correct) or 0) > 0.5))
+    iterations = sorted({int(x.split("-")[1]) for t in games for x in t.tags if x.startswith("iteration-")})
     lines = []
-    for judge in sorted(outcomes):
-        per = outcomes[judge]
+    for judge in sorted({j for j, _ in by_judge} - {TRAIN_JUDGE, HELDOUT_JUDGE}):
+        per = {it: judge_outcomes([t for t in games if f"iteration-{it}" in t.tags], by_judge, questions, judge)
+               for it in iterations}
+        per = {it: o for it, o in per.items() if o}
+        if not per:
+            continue
         cells = []
-        for it in sorted(per):
-            k, n = sum(sum(o) for o in per[it].values()), sum(len(o) for o in per[it].values())
+        for it, outcomes in per.items():
+            k, n = sum(sum(o) for o in outcomes.values()), sum(len(o) for o in outcomes.values())
             lo, hi = wilson_interval(k, n)
             cells.append(f"{it}: {k / n:.2f} [{lo:.2f}, {hi:.2f}]")
         first, last = min(per), max(per)

@@ -51,8 +51,12 @@ def _results_key(results: str | Path) -> str:
     return str(Path(results).expanduser().resolve())
 
 
-def check_run_debater(run: str, results: str | Path) -> None:
-    """Refuse, before any work, a run whose final policy would replace another's in the debater cache."""
+def check_run_debater(run: str, results: str | Path, warm_start: str) -> None:
+    """Refuse, before any work, a run whose final policy would replace another's in the debater cache, or the
+    warm start (`warm_start.name`) it is about to train from, which may not be in the cache yet."""
+    if run == warm_start:
+        raise ConfigError(f"run name {run!r} is the warm start's name (warm_start.name); the run's final policy would "
+                          f"replace the warm-started debater; choose another --run")
     owner = debater_owner(run)
     if owner.kind == "free" or (owner.kind == "run" and owner.run == run
                                 and owner.results == _results_key(results)):

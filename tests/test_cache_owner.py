@@ -22,25 +22,25 @@ def model_in(folder):
 
 
 def test_a_run_may_store_its_policy_where_nothing_is_or_where_it_stored_it(cache, tmp_path):
-    check_run_debater("r", tmp_path / "results")  # free
+    check_run_debater("r", tmp_path / "results", "embedded")  # free
     model_in(cache / "r")
     record_run_debater("r", tmp_path / "results")
     assert debater_owner("r").kind == "run"
-    check_run_debater("r", tmp_path / "results")  # the same run again (a resume)
-    check_run_debater("r", str(tmp_path / "results") + "/")  # the same folder spelled otherwise
+    check_run_debater("r", tmp_path / "results", "embedded")  # the same run again (a resume)
+    check_run_debater("r", str(tmp_path / "results") + "/", "embedded")  # the same folder spelled otherwise
     with pytest.raises(ConfigError, match=r"training run 'r' \(results .*results\).*another --run"):
-        check_run_debater("r", tmp_path / "elsewhere")
+        check_run_debater("r", tmp_path / "elsewhere", "embedded")
 
 
 def test_a_run_may_not_replace_a_warm_start_or_a_model_with_no_record(cache, tmp_path):
     model_in(cache / "ws")
     (cache / "ws" / "debater.json").write_text(json.dumps({"config": {}}))
     with pytest.raises(ConfigError, match=r"run name 'ws'.*a warm-started debater.*debate cache rm debater:ws"):
-        check_run_debater("ws", tmp_path / "results")
+        check_run_debater("ws", tmp_path / "results", "embedded")
     model_in(cache / "old")  # a run's policy stored before runs recorded it
     assert debater_owner("old").kind == "unknown"
     with pytest.raises(ConfigError, match="no record of what made it"):
-        check_run_debater("old", tmp_path / "results")
+        check_run_debater("old", tmp_path / "results", "embedded")
 
 
 def test_a_warm_start_is_never_read_from_a_runs_policy(cache, tmp_path):
