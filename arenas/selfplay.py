@@ -274,7 +274,7 @@ def start_actors(cfg: TrainConfig, debater: Path) -> tuple[Any, list[Any]]:
     """The learner (sharing its actor with the generating policy, or beside it in its own: `cfg.learner`) and
     the two judges, as Ray actors. On cuda each actor gets an equal share of one GPU (Ray hides the GPUs from
     an actor that asks for none)."""
-    from debate.actors import RemotePolicy, start_ray
+    from debate.actors import RemotePolicy, check_placement, start_ray
     from debate.training.server import resolve_layout, start_learner, uses_cuda
 
     layout = resolve_layout(cfg)
@@ -287,6 +287,7 @@ def start_actors(cfg: TrainConfig, debater: Path) -> tuple[Any, list[Any]]:
                            num_gpus=gpu)]
     if cfg.use_ray:
         start_ray(cfg.ray, 2.0 if layout == "shared" else 3.0)  # separate: the generating policy's CPU too
+        check_placement([learner_cfg, *judges])  # an error now, not an actor pending forever
         return start_learner(cfg, learner_cfg, layout), [RemotePolicy(p) for p in judges]
     from debate.actors import LocalPolicy, PolicyServer
 

@@ -21,11 +21,11 @@ from tests.test_selfplay import handles, letters_from_length, tiny_cfg
 SPEECHES = ["The red lantern is in the cellar.", "Answer: B A B", "Debater for A: quote the cellar"]
 
 
-def separate(cfg, tiny_dir: Path, folder: Path | None = None):
+def separate(cfg, tiny_dir: Path, folder: Path | None = None, device: str = "cpu", num_gpus: float = 0.0):
     from debate.backends.mock import mock_policy
     from debate.training.server import start_learner
 
-    learner_cfg = PolicyConfig("current", model=str(tiny_dir), device="cpu", dtype="float32")
+    learner_cfg = PolicyConfig("current", model=str(tiny_dir), device=device, dtype="float32", num_gpus=num_gpus)
     handle = start_learner(cfg, learner_cfg, "separate", folder)
     return handle, [mock_policy("rm", letters=letters_from_length), mock_policy("heldout")]
 
@@ -210,8 +210,10 @@ def test_bad_layouts_are_config_errors(tmp_path, tiny_model_dir):
 
 
 @pytest.mark.slow
-def test_hand_over_between_ray_actors(tmp_path, tiny_model_dir):
-    """The same hand-over with the learner and the generating policy in two Ray actors (two processes)."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_hand_over_between_ray_actors(tmp_path, tiny_model_dir, device):
+    """The same hand-over with the learner and the generating policy in two Ray actors (two processes); on
+    cuda each asks Ray for a share of the GPU, as the training loop's actors do."""
     import json
 
     import ray
@@ -220,10 +222,11 @@ def test_hand_over_between_ray_actors(tmp_path, tiny_model_dir):
     from debate.configs import RayConfig
     from debate.training.checkpoint import CheckpointError
 
-    cfg = tiny_cfg(tmp_path / "results", lr=0.2, epochs=5, use_ray=True)
+    cfg = tiny_cfg(tmp_path / "results", lr=0.2, epochs=5, use_ray=True, device=device)
     start_ray(RayConfig(num_cpus=2))
     try:
-        handle, _ = separate(cfg, tiny_model_dir, tmp_path / "adapters")
+        handle, _ = separate(cfg, tiny_model_dir, tmp_path / "adapters", device, 0.5 if device == "cuda" else 0.0)
+        assert str(handle.device).startswith(device) and str(handle.learner.device).startswith(device)
         samples = _samples(_local_backend(tiny_model_dir))
         reqs = _requests()
         before = [r.text for r in handle.generator.call("generate", reqs, False)]
