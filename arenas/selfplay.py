@@ -280,11 +280,9 @@ def start_actors(cfg: TrainConfig, debater: Path) -> tuple[Any, list[Any]]:
     layout = resolve_layout(cfg)
     gpu = 1.0 / (4 if layout == "separate" else 3) if cfg.use_ray and uses_cuda(cfg.device) else 0.0
     learner_cfg = PolicyConfig(CURRENT, model=str(debater), device=cfg.device, dtype="float32", threads=cfg.threads,
-                               max_batch=64, num_cpus=1.0, num_gpus=gpu)
-    judges = [PolicyConfig("reward-model", model=f"judge:{cfg.reward_model.name}", device=cfg.device, max_batch=64,
-                           num_cpus=0.5, num_gpus=gpu),
-              PolicyConfig("heldout-judge", model=cfg.heldout_judge, device=cfg.device, max_batch=64, num_cpus=0.5,
-                           num_gpus=gpu)]
+                               max_batch=cfg.max_batch, num_cpus=1.0, num_gpus=gpu)
+    judges = [PolicyConfig(name, model=model, device=cfg.device, max_batch=cfg.max_batch, num_cpus=0.5, num_gpus=gpu)
+              for name, model in (("reward-model", f"judge:{cfg.reward_model.name}"), ("heldout-judge", cfg.heldout_judge))]
     if cfg.use_ray:
         start_ray(cfg.ray, 2.0 if layout == "shared" else 3.0)  # separate: the generating policy's CPU too
         check_placement([learner_cfg, *judges])  # an error now, not an actor pending forever

@@ -209,8 +209,21 @@ def test_bench_train_on_tiny_model(tiny_model_dir):
     assert out["learner_s"] > 0 and out["plain_s"] > 0 and out["step_s"] > 0
     assert out["ratio"] == pytest.approx(out["plain_s"] / out["learner_s"], rel=0.05)
     assert out["ratio_step"] == pytest.approx(out["step_s"] / out["learner_s"], rel=0.05)
-    assert out["unshared_s"] > 0
+    assert out["unshared_s"] > 0 and out["shared_s"] > 0
     assert out["ratio_unshared"] == pytest.approx(out["plain_s"] / out["unshared_s"], rel=0.05)
+    assert out["share_prompts"] is True and out["learner_s"] == out["shared_s"]  # auto: shared on a CPU
+
+
+def test_share_prompts_follows_the_config_and_the_device(tiny_model_dir):
+    from debate.backends.hf import TransformersBackend
+    from debate.training.config import TrainConfig
+    from debate.training.learner import Learner
+
+    def shares(setting: str) -> bool:
+        backend = TransformersBackend(tiny_model_dir, device="cpu", dtype="float32", name="t")
+        return Learner(backend, TrainConfig(share_prompts=setting, device="cpu")).share_prompts
+
+    assert shares("auto") and shares("on") and not shares("off")
 
 
 def test_load_survives_a_kill_between_renames(tiny_model_dir, tmp_path):

@@ -98,10 +98,10 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     baselines on the same tokens in the same process (best of `repeats` after a warm-up): a plain forward and
     backward (`ratio` = plain_s / learner_s) and a trainer's whole step with the reference forward and the
     optimizer step (`ratio_step`). 1.0: the learner adds nothing. The samples come in pairs with one prompt
-    each, as DPO's pairs do, and the learner runs each prompt once for both speeches (`share_prompts`), which
-    the plain pass, row by row, does not; `unshared_s` and `ratio_unshared` time the same update with every row
-    run whole, where the reference's forward, which a KL-anchored objective needs and the plain pass does not
-    make, keeps the ratio below 1."""
+    each, as DPO's pairs do; `shared_s` times the update with each prompt run once for both speeches, which the
+    plain pass, row by row, does not, and `unshared_s` with every row run whole, where the reference's forward,
+    which a KL-anchored objective needs and the plain pass does not make, keeps the ratio below 1; `learner_s`
+    is the one of the two that the loop uses on this device (`share_prompts: auto`: shared on a CPU only)."""
     from debate.backends.hf import TransformersBackend
     from debate.embedded import resolve_model
     from debate.training.config import TrainConfig
@@ -111,16 +111,19 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     cfg = TrainConfig(objective=objective, batch=batch, epochs=1, device=backend.device)
     learner = Learner(backend, cfg)
     samples = synthetic_samples(backend, batch)
-    learner_s = _time(lambda: learner.update(samples, kl=False), backend.device, repeats)
-    learner.share_prompts = False
-    unshared_s = _time(lambda: learner.update(samples, kl=False), backend.device, repeats)
-    learner.share_prompts = True
+    default, seconds = learner.share_prompts, {}
+    for share in (True, False):
+        learner.share_prompts = share
+        seconds[share] = _time(lambda: learner.update(samples, kl=False), backend.device, repeats)
+    learner.share_prompts = default
+    learner_s, shared_s, unshared_s = seconds[default], seconds[True], seconds[False]
     tokens = _encoded(learner, samples)
     plain_s = _time(lambda: _plain_pass(learner, tokens), backend.device, repeats)
     optimizer = torch.optim.AdamW(learner.params, lr=cfg.lr)
     step_s = _time(lambda: _trainer_step(learner, tokens, optimizer), backend.device, repeats)
     return {"bench": "train", "device": backend.device, "objective": objective, "batch": batch,
-            "learner_s": round(learner_s, 4), "plain_s": round(plain_s, 4), "ratio": plain_s / learner_s,
+            "share_prompts": default, "learner_s": round(learner_s, 4), "plain_s": round(plain_s, 4),
+            "ratio": plain_s / learner_s, "shared_s": round(shared_s, 4), "ratio_shared": plain_s / shared_s,
             "unshared_s": round(unshared_s, 4), "ratio_unshared": plain_s / unshared_s,
             "step_s": round(step_s, 4), "ratio_step": step_s / learner_s,
             "cpu": torch.backends.cpu.get_cpu_capability()}

@@ -56,7 +56,8 @@ class Learner:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr)
         self.version = 0
         self.measure_kl = True  # `update(kl=False)` skips the KL pass after an update
-        self.share_prompts = True  # speeches with one prompt share its forward (logprobs.completion_logps)
+        # speeches with one prompt share its forward (logprobs.completion_logps); auto: on a CPU only (config.py)
+        self.share_prompts = cfg.share_prompts == "on" or (cfg.share_prompts == "auto" and self.device.type == "cpu")
 
     # -- log-probabilities -------------------------------------------------------------------------
 
