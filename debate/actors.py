@@ -312,20 +312,12 @@ def start_ray(cfg: RayConfig, cpus_wanted: float = 0.0) -> None:
         kwargs["address"] = cfg.address
     else:
         kwargs["num_cpus"] = cfg.num_cpus or max(os.cpu_count() or 1, math.ceil(cpus_wanted))
-        gpus = _local_gpus()
+        import torch
+
+        gpus = torch.cuda.device_count()  # 0 without a CUDA build or driver
         if gpus:  # say so, rather than rely on Ray finding them itself (an actor asking for a GPU share would wait forever)
             kwargs["num_gpus"] = gpus
     ray.init(**kwargs)
-
-
-def _local_gpus() -> int:
-    """CUDA GPUs this process can see (0 without torch's CUDA build or a driver)."""
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:  # a broken driver: leave it to Ray
-        return 0
 
 
 def start_policies(policies: Sequence[PolicyConfig], ray_cfg: RayConfig, backends: Optional[dict[str, Any]] = None,

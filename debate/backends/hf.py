@@ -210,10 +210,7 @@ class TransformersBackend:
                 old = self._peft.active_adapter
                 name = f"v{version}" if old != f"v{version}" else f"v{version}-again"  # a new folder, an old version
                 self._peft.load_adapter(str(folder), adapter_name=name, torch_device=str(self.device))
-                try:
-                    self._peft.set_adapter(name, inference_mode=True)
-                except TypeError:  # peft before 0.17 has no inference_mode; eval() below does the same
-                    self._peft.set_adapter(name)
+                self._peft.set_adapter(name, inference_mode=True)
                 self._peft.delete_adapter(old)
         self._peft.base_model.enable_adapter_layers()
         self._peft.eval()

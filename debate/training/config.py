@@ -124,7 +124,7 @@ class TrainConfig(_Fields):
     learner: Literal["auto", "shared", "separate"] = "auto"
     generator_backend: Optional[Literal["transformers", "vllm"]] = None  # separate: the generating policy's backend (unset: transformers)
     # speeches with one prompt share its forward in the learner (logprobs.completion_logps): auto = on a CPU, where
-    # it makes the update 1.9x faster (embedded model, batch 8), and off on cuda, where its extra small kernels made
+    # it made the update 1.7-1.9x faster (embedded model, batch 8), and off on cuda, where its extra small kernels made
     # the same update 2.0x slower on an H200 (`debate bench train` times both)
     share_prompts: Literal["auto", "on", "off"] = "auto"
     seed: Int = 0
