@@ -205,7 +205,7 @@ def test_bench_train_on_tiny_model(tiny_model_dir):
     from debate.training.bench import bench_train
 
     out = bench_train(str(tiny_model_dir), device="cpu", batch=4, objective="dpo", repeats=1)
-    assert out["bench"] == "train" and out["device"] == "cpu" and out["batch"] == 4
+    assert out["bench"] == "train" and out["device"] == "cpu" and out["batch"] == 4 and out["repeats"] == 1
     assert out["learner_s"] > 0 and out["plain_s"] > 0 and out["step_s"] > 0
     assert out["ratio"] == pytest.approx(out["plain_s"] / out["learner_s"], rel=0.05)
     assert out["ratio_step"] == pytest.approx(out["step_s"] / out["learner_s"], rel=0.05)

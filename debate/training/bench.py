@@ -121,7 +121,7 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     plain_s = _time(lambda: _plain_pass(learner, tokens), backend.device, repeats)
     optimizer = torch.optim.AdamW(learner.params, lr=cfg.lr)
     step_s = _time(lambda: _trainer_step(learner, tokens, optimizer), backend.device, repeats)
-    return {"bench": "train", "device": backend.device, "objective": objective, "batch": batch,
+    return {"bench": "train", "device": backend.device, "objective": objective, "batch": batch, "repeats": repeats,
             "share_prompts": default, "learner_s": round(learner_s, 4), "plain_s": round(plain_s, 4),
             "ratio": plain_s / learner_s, "shared_s": round(shared_s, 4), "ratio_shared": plain_s / shared_s,
             "unshared_s": round(unshared_s, 4), "ratio_unshared": plain_s / unshared_s,
