@@ -12,7 +12,7 @@ from debate.backends.base import GenRequest, GenResult, Sampling
 from debate.configs import EntryConfig
 from debate.context import debater_passage_budget
 from debate.prompts import debater_messages
-from debate.protocols import Protocol, n_speeches, next_step, visible_count
+from debate.protocols import Protocol, n_speeches, next_step, steps, visible_count
 from debate.quotes import QuoteRules, find_quotes, strip_markup
 from debate.policy import Policy
 from debate.records import Question, Seat, Speech, Transcript, stable_id
@@ -121,7 +121,11 @@ class Engine:
         entry = self.entries[seat.entry]
         history = d.speeches[: visible_count(d.protocol, step_index)]
         msgs = debater_messages(self.prompts, entry.prompt, d.protocol, d.question, d.passage or "", seat.side, history)
-        seed = int(stable_id(self.seed, d.transcript.id, len(d.speeches)), 16) % (2**31)
+        # the speech's own place in the transcript, not the count stored so far: the speakers of one simultaneous
+        # step would otherwise share a seed and so their sampling noise (coupled games), and a step resumed half
+        # done would draw its missing speech with another seed than the uninterrupted run
+        place = visible_count(d.protocol, step_index) + [r for r, _ in steps(d.protocol)[step_index]].index(role)
+        seed = int(stable_id(self.seed, d.transcript.id, place), 16) % (2**31)
         return entry.policy, GenRequest(msgs, Sampling(entry.temperature, entry.top_p, entry.max_new_tokens), seed)
 
     def run(self, debates: Sequence[Debate], progress: bool = True) -> list[Debate]:
