@@ -128,6 +128,29 @@ def test_objectives_follow_the_advantage(tiny_model_dir, objective):
     assert delta[0] > 0.1 and delta[1] < -0.1 and delta[2] > 0
 
 
+def test_kto_mismatched_rows_keep_their_completions_end(tiny_model_dir, monkeypatch):
+    """KTO's z scores each prompt with the next row's completion; whether that completion ended (so its eos
+    is scored) belongs to the completion, not to the row whose prompt it is paired with."""
+    learner = _learner(tiny_model_dir, objective="kto")
+    b = learner.backend
+    from dataclasses import replace
+
+    samples = [replace(_sample(b, i, SPEECHES[i], reward=1.0 - 2 * (i % 2)), ended=i != 1) for i in range(3)]
+    seen: list[list] = []
+    scored = learner.policy_logps
+
+    def record(rows, grad):
+        seen.append(list(rows))
+        return scored(rows, grad)
+
+    monkeypatch.setattr(learner, "policy_logps", record)
+    learner.update(samples, kl=False)
+    by_text = {s.completion: s.ended for s in samples}
+    mismatched = [r for rows in seen for r in rows if by_text.get(r.completion) is not None
+                  and r.key != next(s.key for s in samples if s.completion == r.completion)]
+    assert mismatched and all(r.ended == by_text[r.completion] for r in mismatched)
+
+
 @pytest.mark.parametrize("objective", ["dpo", "kto", "reinforce"])
 def test_all_ties_skip_without_touching_weights(tiny_model_dir, objective):
     learner = _learner(tiny_model_dir, objective=objective)

@@ -158,7 +158,8 @@ class Learner:
             logp, mask = self.policy_logps(batch, grad=True)
             r = sequence_logratio(logp, pad_rows([refs[i] for i in chunk])[0], mask, average=False)
             if len(batch) > 1:
-                mism = [replace(s, completion=batch[(j + 1) % len(batch)].completion) for j, s in enumerate(batch)]
+                nxt = [batch[(j + 1) % len(batch)] for j in range(len(batch))]  # its completion, and whether it ended there
+                mism = [replace(s, completion=o.completion, ended=o.ended) for s, o in zip(batch, nxt)]
                 mp, mm = self.policy_logps(mism, grad=False)
                 z = kto_kl(sequence_logratio(mp, self.reference_logps(mism)[0], mm, average=False))
             else:
