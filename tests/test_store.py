@@ -247,3 +247,28 @@ def test_transcripts_by_status_read_only_that_statuses_speeches(tmp_path) -> Non
     assert running.id == "t0" and [s.text for s in running.speeches] == ["speech 0", "speech 1"]
     with pytest.raises(ValueError):
         store.transcripts("r", status="complete")
+
+
+def test_training_metrics_are_stored_as_strict_json(tmp_path) -> None:
+    """A rate with nothing to count is NaN in Python; stored as null, since NaN is not JSON and SQLite's
+    json_extract refused every row that held one (run long19's)."""
+    import math
+
+    import numpy as np
+
+    from debate.training.iterations import iteration_rows, record_iteration
+
+    store = Store(tmp_path)
+    record_iteration(store, "r", 0, {"versus_win_rate": math.nan, "kl": np.float32(0.25), "units": np.int64(3),
+                                     "by_side": [math.inf, 1.0], "skipped": None, "note": "ok"})
+    with sqlite3.connect(store.path) as c:
+        (text,) = c.execute("SELECT metrics FROM train_iterations").fetchone()
+        assert c.execute("SELECT json_extract(metrics, '$.kl') FROM train_iterations").fetchone() == (0.25,)
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    json.loads(text, parse_constant=refuse)
+    (row,) = iteration_rows(store, "r")
+    assert row == {"iteration": 0, "versus_win_rate": None, "kl": 0.25, "units": 3, "by_side": [None, 1.0],
+                   "skipped": None, "note": "ok"}

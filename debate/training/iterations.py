@@ -4,6 +4,8 @@ row marks the iteration complete, so `--resume` continues after the last one wit
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import time
 from typing import Any
 
@@ -18,7 +20,23 @@ def record_iteration(store: Any, run: str, iteration: int, metrics: dict) -> Non
     store.ensure_tables(DDL)
     with store.transaction() as conn:
         conn.execute("INSERT OR REPLACE INTO train_iterations (run, iteration, metrics, created) VALUES (?, ?, ?, ?)",
-                     (run, iteration, json.dumps(metrics, default=float), time.time()))
+                     (run, iteration, json.dumps(_json_ready(metrics), allow_nan=False), time.time()))
+
+
+def _json_ready(v: Any) -> Any:
+    """Metrics as strict JSON: numbers (numpy's too) as ints and floats, and a rate with nothing to count (NaN) or an
+    infinite one as null, since NaN is not JSON and SQLite's json_extract, like other tools, refuses it.
+    Readers take None and NaN alike (rows written before this hold NaN, which `json.loads` still reads)."""
+    if isinstance(v, dict):
+        return {k: _json_ready(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_ready(x) for x in v]
+    if v is None or isinstance(v, (str, bool)):
+        return v
+    if isinstance(v, numbers.Integral):  # numpy's integers as well
+        return int(v)
+    f = float(v)
+    return f if math.isfinite(f) else None
 
 
 def iteration_rows(store: Any, run: str) -> list[dict]:
