@@ -45,14 +45,19 @@ def iteration_outcomes(games: Sequence[Transcript], verdicts: Sequence[Verdict],
     verdict right or an honest speech holding the deciding fact."""
     by_judge = {(v.judge, v.transcript_id): v for v in verdicts}
     out = {name: judge_outcomes(games, by_judge, questions, judge) for name, judge in PAIRED if judge is not None}
-    supporting = supporting_by_speech(games, questions)  # honest speeches of synthetic questions, as the rates count
+    out["honest quotes"] = honest_outcomes(games, questions)
+    return out
+
+
+def honest_outcomes(games: Sequence[Transcript], questions: Mapping[str, Question]) -> dict[str, list[float]]:
+    """Per question, whether each honest speech holds the deciding fact (synthetic questions, as the rates count)."""
+    supporting = supporting_by_speech(games, questions)
     honest: dict[str, list[float]] = defaultdict(list)
     for t in games:
         if t.question_id in questions:
             honest[t.question_id] += [float(supporting[f"{t.id}:{s.index}"]) for s in t.speeches
                                       if f"{t.id}:{s.index}" in supporting]
-    out["honest quotes"] = honest
-    return out
+    return honest
 
 
 def paired_change_line(store: Store, run: str, first: int, last: int) -> str:
@@ -69,6 +74,24 @@ def paired_change_line(store: Store, run: str, first: int, last: int) -> str:
     n_q = len({t.question_id for t in games})
     return (f"the same change paired by question (Student t over the {n_q} held-out questions' differences): "
             + ("; ".join(parts) or "fewer than two questions measured in both"))
+
+
+def rollout_change_line(store: Store, run: str) -> str | None:
+    """The training rollouts' honest supporting-quote rate from the first rollouts to the last, paired by training
+    question. The rollouts' Wilson intervals count speeches as independent, but a question's samples share its
+    passage (4 speeches of 12 passages are not 48 draws), so only this interval says whether the rise on the
+    training passages is more than their luck. None when fewer than two iterations have rollouts."""
+    games = [t for t in store.transcripts(run) if "rollout" in t.tags]
+    its = sorted({int(x.split("-")[1]) for t in games for x in t.tags if x.startswith("iteration-")})
+    if len(its) < 2:
+        return None
+    questions = store.questions(run)
+    first, last = (honest_outcomes([t for t in games if f"iteration-{it}" in t.tags], questions) for it in (its[0], its[-1]))
+    d, lo, hi, n = paired_change(first, last)
+    head = f"training rollouts' honest quotes, iteration {its[0]} -> {its[-1]}"
+    if n < 2:
+        return f"{head}: fewer than two training questions in both (fresh_questions gives each iteration its own), so no paired change"
+    return f"{head}, paired by training question (Student t over {n}): {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def rejudged_lines(store: Store, run: str) -> list[str]:

@@ -89,6 +89,8 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     assert "on the same training questions every iteration" in text and "honest quotes early/late" in text
     assert "paired by question (Student t over the 2 held-out questions' differences): judge acc" in text
     assert "change from iteration 0 to 2 (95% interval of the difference): judge acc" in text
+    # the rollouts' speeches share their passage by question, so their change is paired by training question
+    assert "training rollouts' honest quotes, iteration 1 -> 2, paired by training question (Student t over 3)" in text
     assert all(r["heldout_versus_win_rate_n"] >= 0 for r in result.rows[1:])
     assert plot_training(result.store, "r", tmp_path / "t.png").stat().st_size > 0
     # another judge re-judges the held-out games afterwards (`debate judge r --judge SPEC --tag self`): the report
@@ -142,6 +144,12 @@ def test_overlapping_splits_and_bad_objective_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="beta"):
         tiny_cfg(tmp_path, beta=11)
     assert split_questions(tiny_cfg(tmp_path))  # disjoint seeds: fine
+    for objective in ("reinforce", "ppo"):  # on-policy: sampled from the policy itself or refused
+        with pytest.raises(ConfigError, match=r"temperature and top_p: objective .* set temperature: 1 and top_p: 1"):
+            tiny_cfg(tmp_path, objective=objective, temperature=0.7)
+        with pytest.raises(ConfigError, match="top_p 0.9"):
+            tiny_cfg(tmp_path, objective=objective, top_p=0.9)
+    assert tiny_cfg(tmp_path, objective="dpo", temperature=0.7).temperature == 0.7
 
 
 def test_held_out_passages_are_none_the_warm_start_or_reward_model_learns_from(tmp_path, monkeypatch):
@@ -208,7 +216,9 @@ def test_fresh_questions_give_each_iteration_new_passages(tmp_path, tiny_model_d
     assert all(r["rollout_supporting_n"] == 3 * 2 for r in result.rows[1:])
     from arenas.train_report import format_train_report
 
-    assert "on 3 questions new to the policy each iteration" in format_train_report(result.store, "r")
+    text = format_train_report(result.store, "r")
+    assert "on 3 questions new to the policy each iteration" in text
+    assert "iteration 1 -> 2: fewer than two training questions in both (fresh_questions" in text
 
 
 def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_dir, monkeypatch):

@@ -162,6 +162,17 @@ class TrainConfig(_Fields):
         return self
 
     @model_validator(mode="after")
+    def _on_policy(self) -> TrainConfig:
+        from debate.training.objectives import OBJECTIVES
+
+        if OBJECTIVES[self.objective].kind == "tokens" and (self.temperature != 1 or self.top_p != 1):
+            raise ValueError(f"temperature and top_p: objective {self.objective} weighs each speech by the policy's own "
+                             f"probability of it (its policy gradient and KL leash assume speeches sampled from the "
+                             f"policy), and temperature {self.temperature}, top_p {self.top_p} sample another "
+                             f"distribution; set temperature: 1 and top_p: 1 (dpo, ipo and kto take any sampling)")
+        return self
+
+    @model_validator(mode="after")
     def _learner_layout(self) -> TrainConfig:
         if self.learner == "shared" and self.generator_backend is not None:
             raise ValueError("generator_backend: only learner: separate has a generating policy of its own, and this "
