@@ -128,6 +128,12 @@ def test_objectives_follow_the_advantage(tiny_model_dir, objective):
     assert delta[0] > 0.1 and delta[1] < -0.1 and delta[2] > 0
 
 
+def test_weight_decay_is_the_configs_and_off_by_default(tiny_model_dir):
+    """TRL's trainers decay no weight unless told; torch's AdamW would decay the adapter by 0.01 unasked."""
+    assert _learner(tiny_model_dir).optimizer.param_groups[0]["weight_decay"] == 0.0
+    assert _learner(tiny_model_dir, weight_decay=0.1).optimizer.param_groups[0]["weight_decay"] == 0.1
+
+
 def test_kto_mismatched_rows_keep_their_completions_end(tiny_model_dir, monkeypatch):
     """KTO's z scores each prompt with the next row's completion; whether that completion ended (so its eos
     is scored) belongs to the completion, not to the row whose prompt it is paired with."""

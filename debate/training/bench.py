@@ -119,7 +119,7 @@ def bench_train(model_name: str = "embedded", device: str = "auto", batch: int =
     learner_s, shared_s, unshared_s = seconds[default], seconds[True], seconds[False]
     tokens = _encoded(learner, samples)
     plain_s = _time(lambda: _plain_pass(learner, tokens), backend.device, repeats)
-    optimizer = torch.optim.AdamW(learner.params, lr=cfg.lr)
+    optimizer = torch.optim.AdamW(learner.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_s = _time(lambda: _trainer_step(learner, tokens, optimizer), backend.device, repeats)
     return {"bench": "train", "device": backend.device, "objective": objective, "batch": batch, "repeats": repeats,
             "share_prompts": default, "learner_s": round(learner_s, 4), "plain_s": round(plain_s, 4),

@@ -83,6 +83,7 @@ class TrainConfig(_Fields):
     # loss_weights [1, sft_weight]; RPO, Pang et al. 2024): DPO alone may lower both speeches of a pair (run long11)
     sft_weight: Annotated[Float, Field(ge=0)] = 0.0
     max_grad_norm: Annotated[Float, Field(ge=0)] = 1.0
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0  # AdamW's decoupled decay (0: TRL's trainers' default; torch's is 0.01)
     ppo_clip: Annotated[Float, Field(gt=0, lt=1)] = 0.2
     iterations: Annotated[Int, Field(ge=1)] = 2
     samples: Annotated[Int, Field(ge=1)] = 2  # debates per question and side in each rollout

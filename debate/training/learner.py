@@ -53,7 +53,7 @@ class Learner:
         # update equal to those of the model that sampled the speeches (PPO's first ratio is exactly 1)
         self.model = model.eval()
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr)
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.version = 0
         self.measure_kl = True  # `update(kl=False)` skips the KL pass after an update
         # speeches with one prompt share its forward (logprobs.completion_logps); auto: on a CPU only (config.py)
