@@ -7,7 +7,7 @@ share a passage and are not independent)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 from debate.intervals import mean_interval, wilson_interval
 from debate.records import Question, Transcript, Verdict
@@ -60,11 +60,30 @@ def honest_outcomes(games: Sequence[Transcript], questions: Mapping[str, Questio
     return honest
 
 
-def paired_change_line(store: Store, run: str, first: int, last: int) -> str:
+class RunRecords(NamedTuple):
+    """What the report's paired lines read from a run, loaded once for all of them."""
+
+    transcripts: Sequence[Transcript]
+    verdicts: Sequence[Verdict]
+    questions: Mapping[str, Question]
+
+
+def run_records(store: Store, run: str) -> RunRecords:
+    return RunRecords(store.transcripts(run), store.verdicts(run), store.questions(run))
+
+
+def tagged(games: Sequence[Transcript], tag: str) -> list[Transcript]:
+    return [t for t in games if tag in t.tags]
+
+
+def iterations_of(games: Sequence[Transcript]) -> list[int]:
+    return sorted({int(x.split("-")[1]) for t in games for x in t.tags if x.startswith("iteration-")})
+
+
+def paired_change_line(records: RunRecords, first: int, last: int) -> str:
     """The report's line: each rate's change from iteration `first` to `last`, paired by question."""
-    games = [t for t in store.transcripts(run) if "self" in t.tags]
-    verdicts, questions = store.verdicts(run), store.questions(run)
-    at = {it: iteration_outcomes([t for t in games if f"iteration-{it}" in t.tags], verdicts, questions)
+    games = tagged(records.transcripts, "self")
+    at = {it: iteration_outcomes(tagged(games, f"iteration-{it}"), records.verdicts, records.questions)
           for it in (first, last)}
     parts = []
     for name, _ in PAIRED:
@@ -76,17 +95,16 @@ def paired_change_line(store: Store, run: str, first: int, last: int) -> str:
             + ("; ".join(parts) or "fewer than two questions measured in both"))
 
 
-def rollout_change_line(store: Store, run: str) -> str | None:
+def rollout_change_line(records: RunRecords) -> str | None:
     """The training rollouts' honest supporting-quote rate from the first rollouts to the last, paired by training
     question. The rollouts' Wilson intervals count speeches as independent, but a question's samples share its
     passage (4 speeches of 12 passages are not 48 draws), so only this interval says whether the rise on the
     training passages is more than their luck. None when fewer than two iterations have rollouts."""
-    games = [t for t in store.transcripts(run) if "rollout" in t.tags]
-    its = sorted({int(x.split("-")[1]) for t in games for x in t.tags if x.startswith("iteration-")})
+    games = tagged(records.transcripts, "rollout")
+    its = iterations_of(games)
     if len(its) < 2:
         return None
-    questions = store.questions(run)
-    first, last = (honest_outcomes([t for t in games if f"iteration-{it}" in t.tags], questions) for it in (its[0], its[-1]))
+    first, last = (honest_outcomes(tagged(games, f"iteration-{it}"), records.questions) for it in (its[0], its[-1]))
     d, lo, hi, n = paired_change(first, last)
     head = f"training rollouts' honest quotes, iteration {its[0]} -> {its[-1]}"
     if n < 2:
@@ -94,19 +112,17 @@ def rollout_change_line(store: Store, run: str) -> str | None:
     return f"{head}, paired by training question (Student t over {n}): {d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def rejudged_lines(store: Store, run: str) -> list[str]:
+def rejudged_lines(records: RunRecords) -> list[str]:
     """For every judge other than the run's two that has judged its held-out games afterwards (`debate judge RUN
     --judge SPEC --tag self`): its accuracy at each iteration (Wilson) and its first-to-last change paired by
     question."""
-    games = [t for t in store.transcripts(run) if "self" in t.tags]
+    games = tagged(records.transcripts, "self")
     ids = {t.id for t in games}
-    by_judge = {(v.judge, v.transcript_id): v for v in store.verdicts(run) if v.transcript_id in ids}
-    questions = store.questions(run)
-    iterations = sorted({int(x.split("-")[1]) for t in games for x in t.tags if x.startswith("iteration-")})
+    by_judge = {(v.judge, v.transcript_id): v for v in records.verdicts if v.transcript_id in ids}
     lines = []
     for judge in sorted({j for j, _ in by_judge} - {TRAIN_JUDGE, HELDOUT_JUDGE}):
-        per = {it: judge_outcomes([t for t in games if f"iteration-{it}" in t.tags], by_judge, questions, judge)
-               for it in iterations}
+        per = {it: judge_outcomes(tagged(games, f"iteration-{it}"), by_judge, records.questions, judge)
+               for it in iterations_of(games)}
         per = {it: o for it, o in per.items() if o}
         if not per:
             continue

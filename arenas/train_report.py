@@ -12,7 +12,7 @@ from debate.intervals import difference_interval
 from debate.store import Store
 from debate.training.iterations import iteration_rows
 from arenas.selfplay_eval import hacking_signs
-from arenas.selfplay_paired import paired_change_line, rejudged_lines, rollout_change_line
+from arenas.selfplay_paired import paired_change_line, rejudged_lines, rollout_change_line, run_records
 
 COLUMNS = {  # shown column -> metric (with its interval where it has one)
     "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
@@ -97,13 +97,14 @@ def format_train_report(store: Store, run: str) -> str:
     for _, r in skipped.iterrows():
         lines.append(f"iteration {r['iteration']}: update skipped ({r['skipped']})")
     rows = frame.to_dict("records")
+    records = run_records(store, run)  # the run's games, verdicts and questions, read once for the lines below
     if len(rows) > 1:
         lines.append(change_line(rows[0], rows[-1]))
-        lines.append(paired_change_line(store, run, rows[0]["iteration"], rows[-1]["iteration"]))
-        rollouts = rollout_change_line(store, run)
+        lines.append(paired_change_line(records, rows[0]["iteration"], rows[-1]["iteration"]))
+        rollouts = rollout_change_line(records)
         if rollouts:
             lines.append(rollouts)
-    lines += rejudged_lines(store, run)
+    lines += rejudged_lines(records)
     signs = hacking_signs(rows, cfg.get("train_sides", "both"))
     lines += [f"warning: {s}" for s in signs] or ["no sign of reward hacking between the first and the last iteration "
                                                  "(training and held-out judges agree, length steady)"]

@@ -151,10 +151,10 @@ def test_kto_mismatched_rows_keep_their_completions_end(tiny_model_dir, monkeypa
 
     monkeypatch.setattr(learner, "policy_logps", record)
     learner.update(samples, kl=False)
-    by_text = {s.completion: s.ended for s in samples}
-    mismatched = [r for rows in seen for r in rows if by_text.get(r.completion) is not None
-                  and r.key != next(s.key for s in samples if s.completion == r.completion)]
-    assert mismatched and all(r.ended == by_text[r.completion] for r in mismatched)
+    own = {s.key: s.completion for s in samples}
+    ended = {s.completion: s.ended for s in samples}
+    mismatched = [r for rows in seen for r in rows if r.completion != own[r.key]]  # a prompt with another's text
+    assert mismatched and all(r.ended == ended[r.completion] for r in mismatched)
 
 
 @pytest.mark.parametrize("objective", ["dpo", "kto", "reinforce"])
