@@ -98,6 +98,49 @@ def test_a_sampled_request_gives_the_same_text_alone_and_in_any_batch(tiny_backe
         assert tiny_backend.generate(batch)[pos] == alone, f"text changed with the request at batch position {pos}"
 
 
+def test_samples_of_one_prompt_share_one_prefill_and_keep_their_own_texts(tiny_backend, monkeypatch):
+    import debate.backends.hf as hf
+
+    prefilled = []
+
+    def counting(model, input_ids, attention_mask, rows):
+        prefilled.append((input_ids.shape[0], list(rows)))
+        return real(model, input_ids, attention_mask, rows)
+
+    real = hf.prompt_cache
+    monkeypatch.setattr(hf, "prompt_cache", counting)
+    same = messages(("user", "The red lantern is in the cellar."))
+    other = messages(("user", "Debater for B: the attic."))
+    reqs = [GenRequest(same, Sampling(temperature=1.0, max_new_tokens=8), seed=s) for s in (1, 2, 1)]
+    reqs.insert(1, GenRequest(other, Sampling(temperature=1.0, max_new_tokens=8), seed=3))
+    out = tiny_backend.generate(reqs)
+    rows = prefilled[0][1]
+    assert prefilled[0][0] == 2 and sorted(rows.count(k) for k in (0, 1)) == [1, 3]  # two prompts run, four rows
+    alone = [tiny_backend.generate([r])[0] for r in reqs]
+    assert out == alone  # each row's text is its own seed's, whichever rows share its prefill
+    assert out[0] == out[3] and out[0].text != out[2].text  # same prompt and seed: same text; another seed: another
+
+
+def test_a_model_generates_under_the_backends_autocast(tiny_backend, monkeypatch):
+    import torch
+
+    seen = []
+    forward = tiny_backend.model.forward
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "forward", recording)
+    req = GenRequest(messages(("user", "The red lantern is in the cellar.")), Sampling(temperature=0.0, max_new_tokens=3))
+    tiny_backend.generate([req])
+    assert seen and not any(seen)  # by default the model's own dtype, no autocast
+    seen.clear()
+    monkeypatch.setattr(tiny_backend, "autocast", torch.bfloat16)
+    out = tiny_backend.generate([req])[0]
+    assert seen and all(d == torch.bfloat16 for d in seen) and out.n_tokens > 0
+
+
 def test_different_seeds_give_different_samples(tiny_backend):
     msgs = messages(("user", "The red lantern is in the cellar."))
     texts = {tiny_backend.generate([GenRequest(msgs, Sampling(temperature=1.0, max_new_tokens=8), seed=s)])[0].text

@@ -11,9 +11,9 @@ from typing import Sequence
 import torch
 
 from debate.backends.base import GenRequest, GenResult, ScoreRequest, ScoreResult, count_with, render_chat, truncate_with
-from debate.backends.prefix_cache import last_logits_shared_head
+from debate.backends.prefix_cache import CACHE_ARG, last_logits_shared_head, prompt_cache
 from debate.backends.row_sampling import RowSampler
-from debate.precision import serving_dtype
+from debate.precision import device_type, serving_dtype
 
 
 def pick_device(device: str) -> str:
@@ -26,6 +26,9 @@ def pick_device(device: str) -> str:
 
 class TransformersBackend:
     """A causal LM from a local folder, driven through `model.generate`."""
+
+    # generate under this autocast dtype (None: the model's own dtype); the learner sets it for its float32 model
+    autocast: torch.dtype | None = None
 
     def __init__(
         self,
@@ -80,39 +83,49 @@ class TransformersBackend:
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        """One `generate` call per group of requests sharing max_new_tokens.
+        """One `generate` call per group of requests sharing max_new_tokens (at most `max_batch` rows each).
 
         Temperature, top-p and seed are per row (see `RowSampler`), so a request's text is the same
-        whatever other requests share its batch.
+        whatever other requests share its batch. Requests with the same prompt (a question's samples) share
+        one prefill (`prompt_cache`): they are sorted next to each other within their group.
         """
+        prompts = [self.render(r.messages) for r in requests]
         groups: dict[int, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             groups[r.sampling.max_new_tokens].append(i)
         results: list[GenResult | None] = [None] * len(requests)
         for max_new, rows in groups.items():
+            rows = sorted(rows, key=lambda i: prompts[i])
             for k in range(0, len(rows), self.max_batch):
                 chunk = rows[k : k + self.max_batch]
-                out = self._generate_group([requests[i] for i in chunk], max_new)
+                out = self._generate_group([requests[i] for i in chunk], [prompts[i] for i in chunk], max_new)
                 for i, res in zip(chunk, out):
                     results[i] = res
         return [r for r in results if r is not None]
 
-    def _generate_group(self, reqs: list[GenRequest], max_new: int) -> list[GenResult]:
+    def _generate_group(self, reqs: list[GenRequest], prompts: list[str], max_new: int) -> list[GenResult]:
         from transformers import LogitsProcessorList
 
-        batch = self.encode([self.render(r.messages) for r in reqs])
+        distinct = list(dict.fromkeys(prompts))
+        place = {p: k for k, p in enumerate(distinct)}
+        rows = [place[p] for p in prompts]
+        batch = self.encode(distinct)
         sampler = RowSampler([r.sampling.temperature for r in reqs], [r.sampling.top_p for r in reqs], [r.seed for r in reqs])
-        # greedy decoding over the sampler's noisy logits: an argmax per row is that row's sample
-        out = self.model.generate(
-            **batch,
-            max_new_tokens=max_new,
-            pad_token_id=self.tokenizer.pad_token_id,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            logits_processor=LogitsProcessorList([sampler]),
-        )
+        with torch.autocast(device_type(self.device), dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            cache = prompt_cache(self.model, batch["input_ids"], batch["attention_mask"], rows)
+            index = torch.tensor(rows, device=self.device)
+            # greedy decoding over the sampler's noisy logits: an argmax per row is that row's sample
+            out = self.model.generate(
+                **{k: v[index] for k, v in batch.items()},
+                max_new_tokens=max_new,
+                pad_token_id=self.tokenizer.pad_token_id,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                logits_processor=LogitsProcessorList([sampler]),
+                **({CACHE_ARG: cache} if cache is not None else {}),
+            )
         new = out[:, batch["input_ids"].shape[1] :].tolist()
         return [self._result(row, max_new) for row in new]
 

@@ -66,3 +66,23 @@ def last_logits_shared_head(model: Any, rows: Sequence[Sequence[int]], pad_id: i
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 use_cache=True, logits_to_keep=1, **{CACHE_ARG: cache})
     return out.logits[:, -1, :]
+
+
+def prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: Sequence[int]) -> Optional[Any]:
+    """The key/value cache of every token but the last of each distinct prompt (the left-padded `input_ids`,
+    one row a prompt), run once a prompt and then laid out one row per generated row (`rows[i]`: the prompt of
+    row i), so samples of one prompt share their prefill; `generate` given it runs each row's last prompt token
+    and continues. None when a prompt has a single token or the cache cannot be laid out (the caller then runs the
+    plain batch). Positions follow the padding as `generate` counts them, so the cache is the one generate would
+    have built, up to float rounding."""
+    real = attention_mask.sum(-1)
+    if input_ids.shape[1] < 2 or bool((real < 2).any()):
+        return None
+    mask = attention_mask[:, :-1]
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = cache_of(out)
+    if not hasattr(cache, "batch_select_indices"):
+        return None
+    cache.batch_select_indices(torch.tensor(list(rows), device=input_ids.device))
+    return cache
