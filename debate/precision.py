@@ -73,6 +73,17 @@ def autocast_dtype(device: str, requested: str = "off") -> Optional[torch.dtype]
     return getattr(torch, requested)
 
 
+def generation_autocast(device: str, requested: str = "auto") -> Optional[torch.dtype]:
+    """The autocast dtype a float32 model generates under (the learner's, whose weights stay float32 for training),
+    or None for plain float32. `auto`: bfloat16 wherever it runs natively (CPUs with native bfloat16, CUDA GPUs
+    that have it), float32 elsewhere (emulated bfloat16 is several times slower)."""
+    if requested == "off":
+        return None
+    if requested == "auto":
+        return torch.bfloat16 if bf16_fast(device) else None
+    return getattr(torch, requested)
+
+
 def judge_serving_dtype(model_path: str | Path | None, device: str) -> Optional[str]:
     """The dtype a trained judge (a folder `.../NAME/model` beside `judge.json`) was validated in on this
     kind of device, if it records one."""

@@ -243,6 +243,22 @@ def test_bench_train_on_tiny_model(tiny_model_dir):
     assert out["share_prompts"] is True and out["learner_s"] == out["shared_s"]  # auto: shared on a CPU
 
 
+def test_bench_generate_on_tiny_model(tiny_model_dir):
+    from debate.training.bench_generate import bench_generate, rollout_requests
+
+    reqs = rollout_requests(3, 2, 5)
+    assert len(reqs) == 12 and reqs[0].messages == reqs[1].messages and reqs[0].seed != reqs[1].seed
+    out = bench_generate(str(tiny_model_dir), device="cpu", questions=3, samples=2, max_new_tokens=5, repeats=1,
+                         autocast="bfloat16")
+    assert out["bench"] == "generate" and out["rows"] == 12 and out["autocast"] == "bfloat16"
+    assert 0 < out["generate_tokens"] <= 60 and 0 < out["plain_tokens"] <= 60
+    assert out["generate_tok_s"] > 0 and out["plain_generate_tok_s"] > 0 and out["shared_f32_tok_s"] > 0
+    assert out["ratio"] == pytest.approx(out["generate_tok_s"] / out["plain_generate_tok_s"], rel=0.01)
+    off = bench_generate(str(tiny_model_dir), device="cpu", questions=2, samples=2, max_new_tokens=5, repeats=1,
+                         autocast="off")
+    assert off["autocast"] == "off" and off["generate_tok_s"] == off["shared_f32_tok_s"]
+
+
 def test_share_prompts_follows_the_config_and_the_device(tiny_model_dir):
     from debate.backends.hf import TransformersBackend
     from debate.training.config import TrainConfig
@@ -253,6 +269,26 @@ def test_share_prompts_follows_the_config_and_the_device(tiny_model_dir):
         return Learner(backend, TrainConfig(share_prompts=setting, device="cpu")).share_prompts
 
     assert shares("auto") and shares("on") and not shares("off")
+
+
+def test_the_learners_policy_generates_under_the_configs_autocast(tiny_model_dir, monkeypatch):
+    import torch
+
+    import debate.precision as precision
+    from debate.configs import PolicyConfig
+    from debate.training.config import TrainConfig
+    from debate.training.server import LearnerServer
+
+    def autocast(setting: str, native: bool = False):
+        monkeypatch.setattr(precision, "cpu_bf16_native", lambda: native)
+        server = LearnerServer(PolicyConfig("current", model=str(tiny_model_dir), device="cpu", dtype="float32"),
+                               TrainConfig(generate_autocast=setting, device="cpu"))
+        assert next(server.backend.model.parameters()).dtype == torch.float32  # the master weights stay float32
+        return server.backend.autocast
+
+    # auto: bfloat16 only where the CPU runs it natively (emulated bfloat16 is several times slower)
+    assert autocast("auto", native=True) == torch.bfloat16 and autocast("auto", native=False) is None
+    assert autocast("off", native=True) is None and autocast("bfloat16") == torch.bfloat16
 
 
 def test_load_survives_a_kill_between_renames(tiny_model_dir, tmp_path):

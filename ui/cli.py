@@ -154,9 +154,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "engine":
         from debate.bench import bench_engine_on
 
-        bench_engine_on(args.backend, batches=_batch_sizes(args.batch or "16"), max_new_tokens=args.max_new_tokens,
+        bench_engine_on(args.backend, batches=_batch_sizes(args.batch or "16"), max_new_tokens=args.max_new_tokens or 48,
                         model=args.model, repeats=args.repeats, device=args.device, base_url=args.base_url,
                         api_key_env=args.api_key_env)
+    elif args.what == "generate":
+        import json
+
+        from debate.training.bench_generate import bench_generate
+
+        for questions in _batch_sizes(args.batch or "16"):
+            print(json.dumps(bench_generate(model_name=args.model, device=args.device, questions=questions,
+                                            samples=args.samples, max_new_tokens=args.max_new_tokens or 40,
+                                            repeats=args.repeats, autocast=args.autocast or "auto")), flush=True)
     elif args.what == "train":
         import json
 
@@ -171,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         layers = train_config(None, "embedded").train_layers if args.train_layers is None else args.train_layers
         for batch in _batch_sizes(args.batch or "4"):
-            bench_judge_train(model=args.model, batch_debates=batch, repeats=args.repeats + 1, autocast=args.autocast,
+            bench_judge_train(model=args.model, batch_debates=batch, repeats=args.repeats + 1, autocast=args.autocast or "off",
                               train_layers=layers, device=args.device, lower=args.lower_dtype)
     return 0
 
@@ -279,18 +288,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     b = sub.add_parser("bench", help="benchmarks, printed as one JSON line with a ratio against a baseline")
-    b.add_argument("what", choices=["engine", "judge-train", "train"])
+    b.add_argument("what", choices=["engine", "generate", "judge-train", "train"])
     b.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one), cpu, cuda or cuda:N")
-    b.add_argument("--batch", help="batch sizes, comma-separated: engine prompts (default 16), judge-train debates a step "
-                   "(default 4, each in both orders)")
-    b.add_argument("--autocast", default="off", choices=["off", "auto", "bfloat16"],
-                   help="judge-train: autocast of the steps (default off: float32, as the preset trains)")
+    b.add_argument("--batch", help="batch sizes, comma-separated: engine prompts (default 16), generate questions (default "
+                   "16, each side --samples times), judge-train debates a step (default 4, each in both orders)")
+    b.add_argument("--autocast", default=None, choices=["off", "auto", "bfloat16"],
+                   help="judge-train: autocast of the steps (default off: float32, as the preset trains); generate: the "
+                   "learner's generate_autocast (default auto: bfloat16 where the hardware runs it natively)")
+    b.add_argument("--samples", type=int, default=2, help="generate: speeches per question and side (default 2, as cpu-wide)")
     b.add_argument("--lower-dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help="judge-train: dtype of the stored lower-layer pass (auto: bfloat16 only where the hardware has it)")
     b.add_argument("--train-layers", type=int, default=None,
                    help="judge-train: train the top N layers on stored lower-layer states (default: the embedded preset's; 0: the whole model)")
     b.add_argument("--objective", default="dpo", help="train: the objective whose update is timed (dpo, ipo, kto, reinforce, ppo)")
-    b.add_argument("--max-new-tokens", type=int, default=48)
+    b.add_argument("--max-new-tokens", type=int, default=None, help="engine: default 48; generate: default 40 (the presets')")
     b.add_argument("--repeats", type=int, default=2)
     b.add_argument("--model", default="embedded", help="a model (embedded or a folder); with --backend openai, the server's model name")
     b.add_argument("--backend", default="transformers", choices=["transformers", "vllm", "openai"],

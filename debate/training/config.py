@@ -128,6 +128,11 @@ class TrainConfig(_Fields):
     # it made the update 1.7-1.9x faster (embedded model, batch 8), and off on cuda, where its extra small kernels made
     # the same update 2.0x slower on an H200 (`debate bench train` times both)
     share_prompts: Literal["auto", "on", "off"] = "auto"
+    # the autocast the learner's float32 model generates under (rollouts and evaluation games, shared layout): auto =
+    # bfloat16 where the hardware runs it natively (a CPU with native bfloat16, a CUDA GPU), off (float32) elsewhere.
+    # Samples then come from the policy in bfloat16 arithmetic, as the separate layout's bfloat16 generator's do;
+    # the update and the KL estimate still score them in float32. `debate bench generate` times it
+    generate_autocast: Literal["auto", "off", "bfloat16", "float16"] = "auto"
     seed: Int = 0
     results: str = "results"
 

@@ -29,11 +29,14 @@ class LearnerServer(PolicyServer):
     def __init__(self, cfg: PolicyConfig, train: TrainConfig, backend: Any = None) -> None:
         import torch
 
+        from debate.precision import generation_autocast
         from debate.training.learner import Learner
 
         super().__init__(cfg, backend)
         torch.manual_seed(train.seed)  # the adapter's initial weights are part of the run's seed
         self.learner = Learner(self.backend, train)
+        if hasattr(self.backend, "autocast"):  # the transformers backend generates from the float32 master weights
+            self.backend.autocast = generation_autocast(str(self.learner.device), train.generate_autocast)
 
     @contextmanager
     def _reference(self) -> Iterator[None]:
