@@ -121,6 +121,22 @@ def test_samples_of_one_prompt_share_one_prefill_and_keep_their_own_texts(tiny_b
     assert out[0] == out[3] and out[0].text != out[2].text  # same prompt and seed: same text; another seed: another
 
 
+def test_prompt_cache_lays_out_one_row_per_request_and_leaves_one_token_prompts_to_the_plain_batch(tiny_backend):
+    import torch
+
+    from debate.backends.prefix_cache import prompt_cache
+
+    model = tiny_backend.model
+    ids = torch.tensor([[0, 5, 6, 7], [8, 9, 10, 11]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    cache = prompt_cache(model, ids, mask, [1, 0, 1])
+    assert cache is not None and cache.get_seq_length() == 3  # every token but the last
+    layer = cache.layers[0].keys
+    assert layer.shape[0] == 3 and torch.equal(layer[0], layer[2])  # rows 0 and 2 hold prompt 1's cache
+    one = torch.tensor([[0, 0, 0, 5], [8, 9, 10, 11]])
+    assert prompt_cache(model, one, (one != 0).long(), [0, 1]) is None  # a one-token prompt: nothing to prefill
+
+
 def test_a_model_generates_under_the_backends_autocast(tiny_backend, monkeypatch):
     import torch
 
