@@ -75,6 +75,12 @@ def _quote_modes() -> list[str]:
     return list(QUOTE_MODES)
 
 
+def yaml_switch(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted on or off (yes, no) as a boolean; a field whose choices are words takes it
+    back as 'on' or 'off'."""
+    return ("on" if value else "off") if isinstance(value, bool) else value
+
+
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Float = Annotated[float, BeforeValidator(_not_bool)]  # an int is taken; YAML 1.1's string '3e-5' too
 _Item = TypeVar("_Item")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from debate.configs import ConfigError
+from debate.configs import ConfigError, yaml_switch
 from debate.embedded import judge_dir, resolve_model
 from debate.precision import DTYPES, autocast_dtype, device_type, lower_dtype, serving_dtype
 from debate.prompts import load_prompts
@@ -83,6 +83,7 @@ class JudgeTrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "autocast", yaml_switch(self.autocast))  # YAML reads an unquoted off as false
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"judge train objective: unknown {self.objective!r}; known: {', '.join(OBJECTIVES)}")
         if self.method not in METHODS:

@@ -318,3 +318,19 @@ def test_every_training_preset_loads_and_the_gpu_one_uses_the_separate_learner()
     assert {"cpu-smoke", "cpu-long", "gpu"} <= set(names)
     layouts = {name: resolve_layout(train_config(None, name)) for name in names}
     assert layouts["gpu"] == "separate" and layouts["cpu-smoke"] == layouts["cpu-long"] == "shared"
+
+
+def test_an_unquoted_off_in_yaml_is_the_word_off(tmp_path) -> None:
+    """YAML 1.1 reads `off` as false; the fields whose choices are words take it back."""
+    from debate.training.config import train_config
+    from judges.train import JudgeTrainConfig
+
+    cfg = train_config(None, "cpu-smoke", ["generate_autocast=off", "share_prompts=off"])
+    assert cfg.generate_autocast == "off" and cfg.share_prompts == "off"
+    path = tmp_path / "t.yaml"
+    path.write_text("name: t\nshare_prompts: on\ngenerate_autocast: off\n")
+    cfg = train_config(str(path), None)
+    assert cfg.share_prompts == "on" and cfg.generate_autocast == "off"
+    with pytest.raises(ConfigError, match="generate_autocast"):
+        train_config(None, "cpu-smoke", ["generate_autocast=on"])  # no such choice: refused, named
+    assert JudgeTrainConfig(autocast=False).autocast == "off"

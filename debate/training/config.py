@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Sequence
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from debate.configs import ConfigError, Float, Int, RayConfig, _config, _Fields, _one_of, build, load_config
+from debate.configs import ConfigError, Float, Int, RayConfig, _config, _Fields, _one_of, build, load_config, yaml_switch
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -127,12 +127,12 @@ class TrainConfig(_Fields):
     # speeches with one prompt share its forward in the learner (logprobs.completion_logps): auto = on a CPU, where
     # it made the update 1.7-1.9x faster (embedded model, batch 8), and off on cuda, where its extra small kernels made
     # the same update 2.0x slower on an H200 (`debate bench train` times both)
-    share_prompts: Literal["auto", "on", "off"] = "auto"
+    share_prompts: Annotated[Literal["auto", "on", "off"], BeforeValidator(yaml_switch)] = "auto"
     # the autocast the learner's float32 model generates under (rollouts and evaluation games, shared layout): auto =
     # bfloat16 where the hardware runs it natively (a CPU with native bfloat16, a CUDA GPU), off (float32) elsewhere.
     # Samples then come from the policy in bfloat16 arithmetic, as the separate layout's bfloat16 generator's do;
     # the update and the KL estimate still score them in float32. `debate bench generate` times it
-    generate_autocast: Literal["auto", "off", "bfloat16", "float16"] = "auto"
+    generate_autocast: Annotated[Literal["auto", "off", "bfloat16", "float16"], BeforeValidator(yaml_switch)] = "auto"
     seed: Int = 0
     results: str = "results"
 
