@@ -11,7 +11,6 @@ the paths' texts, and so their token counts, differ: the rates are tokens per se
 
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import torch
@@ -60,18 +59,13 @@ def _plain(backend: Any, requests: Sequence[GenRequest]) -> int:
 
 
 def _rate(fn: Any, device: str, repeats: int) -> tuple[float, int]:
-    """Best tokens per second of `fn` (which returns its token count) over `repeats` runs after a warm-up."""
-    from debate.precision import synchronize
+    """Best tokens per second of `fn` (which returns its token count: the same every run, each row's seed fixed)
+    over `repeats` runs after a warm-up (`bench._time`)."""
+    from debate.training.bench import _time
 
-    fn()
-    best, tokens = 0.0, 0
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        tokens = fn()
-        synchronize(device)
-        best = max(best, tokens / (time.perf_counter() - start))
-    return best, tokens
+    counts: list[int] = []
+    seconds = _time(lambda: counts.append(fn()), device, repeats)
+    return counts[-1] / seconds, counts[-1]
 
 
 def bench_generate(model_name: str = "embedded", device: str = "auto", questions: int = 16, samples: int = 2,
