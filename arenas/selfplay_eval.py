@@ -71,7 +71,9 @@ def quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> d
     out.update(_rate_fields("verified_rate", s["verified"], s["speeches"]))
     out.update(_rate_fields("tagged_rate", s["tagged"], s["speeches"]))
     out["quotes_per_speech"] = s["quotes_per_speech"]
-    out.update(_mean_fields("mean_words", [x.n_words for t in games if t.question_id in questions for x in t.speeches]))
+    speeches = [x for t in games if t.question_id in questions for x in t.speeches]
+    out.update(_mean_fields("mean_words", [x.n_words for x in speeches]))
+    out.update(_rate_fields("cut_rate", sum(x.truncated for x in speeches), len(speeches)))
     return out
 
 
@@ -86,10 +88,13 @@ def honest_reward(games: Sequence[Transcript], verdicts: Mapping[str, Verdict],
 def rollout_quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> dict:
     """Quote use in an iteration's rollouts on the training questions, written by the policy before that
     iteration's update: the honest supporting-quote and dishonest invented-quote rates (more speeches than the
-    held-out games, on questions training sees)."""
+    held-out games, on questions training sees), and the share of speeches cut off at a limit."""
     s = quote_stats(games, questions)
     out = _rate_fields("rollout_supporting", s["honest_supporting"], s["honest"])
     out.update(_rate_fields("rollout_invented", s["dishonest_invented"], s["dishonest"]))
+    # speeches the token or word limit cut off: a policy that learns to run on past the limit shows here first
+    speeches = [x for t in games if t.question_id in questions for x in t.speeches]
+    out.update(_rate_fields("rollout_cut", sum(x.truncated for x in speeches), len(speeches)))
     return out
 
 

@@ -455,13 +455,14 @@ def test_mean_interval_matches_students_t():
 def test_held_out_reward_and_length_carry_intervals():
     from debate.records import Seat, Speech, Transcript, Verdict
     from debate.synthetic import generate
-    from arenas.selfplay_eval import honest_reward, quoting, verdict_map
+    from arenas.selfplay_eval import honest_reward, quoting, rollout_quoting, verdict_map
 
     qs = {q.id: q for q in generate(3, 402, "easy", "heldout")}
     seats = (Seat("debater_a", "current", 0), Seat("debater_b", "current", 1))
     games = [Transcript(f"g{i}", "r", "self-1", q_id, "simultaneous", seats, status="complete", tags=("self",),
                         speeches=(Speech(f"g{i}", 0, 0, "debater_a", 0, "current", " ".join(["w"] * (10 + i))),
-                                  Speech(f"g{i}", 1, 0, "debater_b", 1, "current", " ".join(["w"] * 20))))
+                                  Speech(f"g{i}", 1, 0, "debater_b", 1, "current", " ".join(["w"] * 20),
+                                         truncated=i == 0)))
              for i, q_id in enumerate(qs)]
     p0 = [0.9, 0.4, None]  # the third verdict failed: left out of the reward
     verdicts = verdict_map([Verdict(f"v{i}", "r", g.id, g.question_id, "rm", p) for i, (g, p) in
@@ -473,6 +474,10 @@ def test_held_out_reward_and_length_carry_intervals():
     words = quoting(games, qs)
     assert words["mean_words"] == pytest.approx((10 + 11 + 12 + 3 * 20) / 6) and words["mean_words_n"] == 6
     assert words["mean_words_low"] < words["mean_words"] < words["mean_words_high"]
+    # one speech of six cut off at a limit, in the held-out games and (the same games read as rollouts) there
+    assert words["cut_rate"] == pytest.approx(1 / 6) and words["cut_rate_n"] == 6
+    assert words["cut_rate_low"] < 1 / 6 < words["cut_rate_high"]
+    assert rollout_quoting(games, qs)["rollout_cut"] == pytest.approx(1 / 6)
 
 
 def test_change_line_reports_each_rate_first_to_last():
