@@ -166,6 +166,9 @@ def run_iteration(s: Session, it: int) -> dict:
             else:
                 scored, info = rewards_for(s, games, samples)
         row.update(info)
+        if cfg.missing_eos_penalty:
+            scored = R.with_baselines(R.penalize_missing_eos(scored, cfg.missing_eos_penalty))
+            row["penalized_cut"] = sum(1 for x in scored if not x.ended)
         row.update(reward_evidence(s, games, scored))
         row.update(rollout_quoting(games, s.questions))
         row["rollout_seconds"] = round(time.perf_counter() - t0, 1)

@@ -72,7 +72,7 @@ def offline_update(cfg: TrainConfig, source: str, judge: Optional[str] = None, r
         learner = LearnerHandle(server=LearnerServer(
             PolicyConfig("current", model=str(debater), device=cfg.device, dtype="float32", threads=cfg.threads), cfg))
     samples = samples_from(found, lambda msgs: learner.call("render", msgs))
-    scored = R.with_baselines(R.assign_rewards(samples, p0))
+    scored = R.with_baselines(R.penalize_missing_eos(R.assign_rewards(samples, p0), cfg.missing_eos_penalty))
     scored = R.of_sides(scored, {q_id: q.correct for q_id, q in questions.items()}, cfg.train_sides)
     units = R.usable(get_objective(cfg.objective).kind, scored)
     run = start_run(named, run, False, store)

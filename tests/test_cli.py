@@ -95,6 +95,7 @@ def test_a_question_file_that_is_not_utf8_names_the_byte(capsys, tmp_path, monke
 @pytest.mark.parametrize("override, says", [
     ("objective=grpo", "objective: unknown value 'grpo'; known: dpo, ipo, kto, reinforce, ppo"),
     ("beta=0", "beta: input should be greater than 0"),
+    ("missing_eos_penalty=-0.5", "missing_eos_penalty: input should be greater than or equal to 0"),
     ("heldout_questions.seed=401", "heldout_questions.seed: must differ from train_questions.seed"),
     ("reward_model.seed=400", "must differ from warm_start.seed, warm_start.probe_seed and reward_model.seed"),
     ("samples=1", "samples: objective dpo pairs the best and worst"),

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from debate.training.rewards import (assign_rewards, best_worst_pairs, kto_examples, side_rewards, usable,
-                                     verifiable_rewards, with_baselines)
+from debate.training.rewards import (assign_rewards, best_worst_pairs, kto_examples, penalize_missing_eos, side_rewards,
+                                     usable, verifiable_rewards, with_baselines)
 from debate.training.samples import Sample
 
 
@@ -45,6 +45,23 @@ def test_verifiable_rewards():
     out = verifiable_rewards(samples, {"t1": True, "t2": False}, {"t1": 1, "t2": 1, "t3": 0})
     # t1: honest side 1 is supported -> +1 honest, -1 dishonest; t2: not supported -> flipped; t3 dropped
     assert [(s.key, s.reward) for s in out] == [("a", -1.0), ("b", 1.0), ("c", 1.0), ("d", -1.0)]
+
+
+def test_missing_eos_penalty_lowers_only_cut_speeches_and_can_flip_a_pair():
+    import dataclasses
+
+    cut = dataclasses.replace(S("a", reward=0.6), ended=False)  # the better speech, cut off at the limit
+    samples = [cut, S("b", reward=0.2), S("c", reward=-0.4)]
+    assert [p[0].key for p in best_worst_pairs(samples)] == ["a"]
+    out = penalize_missing_eos(samples, 0.5)
+    assert [(x.key, x.reward) for x in out] == [("a", pytest.approx(0.1)), ("b", 0.2), ("c", -0.4)]
+    assert samples[0].reward == 0.6  # inputs are not mutated
+    assert best_worst_pairs(out)[0][0].key == "b"  # a penalty larger than the margin hands the pair to the one that ended
+    based = {x.key: x for x in with_baselines(out)}  # baselines after the penalty see it
+    assert based["b"].baseline == pytest.approx((0.1 - 0.4) / 2)
+    assert penalize_missing_eos(samples, 0.0) == samples
+    with pytest.raises(ValueError, match="missing_eos_penalty"):
+        penalize_missing_eos(samples, -0.1)
 
 
 def test_leave_one_out_baselines():

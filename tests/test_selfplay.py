@@ -52,7 +52,7 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
     from arenas.train_report import format_train_report, plot_training
 
     monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_cfg(tmp_path / "results")
+    cfg = tiny_cfg(tmp_path / "results", missing_eos_penalty=0.5)
     learner, judges = handles(cfg, tiny_model_dir)
     result = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges)
     assert [r["iteration"] for r in result.rows] == [0, 1, 2]
@@ -62,6 +62,8 @@ def test_loop_records_iterations_and_keeps_splits_apart(tmp_path, tiny_model_dir
         assert r["evidence_comparisons"] >= 0 and "evidence_agreement" in r  # the random model rarely quotes
         assert 0 <= r["kl_median"] <= r["kl_max"] and r["kl"] <= r["kl_max"]
         assert r["rollout_supporting_n"] == 3 * 2 and r["rollout_invented_n"] == 3 * 2  # one honest speech a debate
+        # the random model seldom ends within 12 tokens: its cut speeches are penalized, and counted
+        assert r["rollout_cut_n"] == 3 * 2 * 2 and 0 < r["penalized_cut"] <= r["samples"]
         games = r["judge_accuracy_n"] + r["judge_accuracy_failed"]  # the self games: 2 questions, both seatings
         assert games == 4 and r["eval_reward_n"] == r["judge_accuracy_n"] and r["mean_words_n"] == 2 * games
         assert r["honest_win_rate_low"] == r["judge_accuracy_low"] and r["kl_high"] >= r["kl"] >= r["kl_low"] >= 0

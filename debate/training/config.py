@@ -107,6 +107,9 @@ class TrainConfig(_Fields):
     # simultaneous only): every opposing speech of the question's rollouts, each pairing judged
     # (arenas/selfplay_cross.py)
     opponents: Literal["game", "all"] = "game"
+    # subtracted from the reward of a speech the token or word limit cut off (TRL's missing_eos_penalty; 0: none),
+    # before the baselines: the judge's reward says nothing about where a speech should stop
+    missing_eos_penalty: Annotated[Float, Field(ge=0, le=2)] = 0.0
     # whose speeches the update trains on; the policy plays both sides either way. honest or dishonest (the ground
     # truth decides) is an ablation: which side's lessons move the shared policy
     train_sides: Literal["both", "honest", "dishonest"] = "both"

@@ -94,6 +94,17 @@ def branch_rewards(samples: Sequence[Sample], p_side0: Mapping[str, float | None
     return assign_rewards([s for s in samples if s.branch in whole], p_side0)
 
 
+def penalize_missing_eos(samples: Sequence[Sample], penalty: float) -> list[Sample]:
+    """Each speech the token or word limit cut off (`ended` False: the policy never sampled its end) with `penalty`
+    subtracted from its reward, as TRL's `missing_eos_penalty`; the others unchanged. Without it nothing in the
+    reward says where a speech should stop, and pairs whose better speech was cut off (its end not scored) while
+    the worse one ended (its end scored, and pushed down) can teach the policy to run on. Baselines are computed
+    after it (`with_baselines`), so they see the penalized rewards. Order is preserved."""
+    if not penalty >= 0:
+        raise ValueError(f"missing_eos_penalty must be >= 0, got {penalty}")
+    return [s if s.ended or penalty == 0 else dataclasses.replace(s, reward=s.reward - penalty) for s in samples]
+
+
 def reward_summary(scored: Sequence[Sample], correct: Mapping[str, int]) -> dict:
     """An iteration's rewards in two numbers: the honest side's mean reward (`correct`: question id -> the
     correct answer's index) and the mean absolute advantage (how much signal the baselines leave)."""
