@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from debate.backends.base import GenRequest, GenResult, Sampling
-from debate.engine import Debate, make_speech
+from debate.engine import Debate, draw_seed, make_speech
 from debate.prompts import debater_messages, load_prompts
 from debate.protocols import Protocol, visible_count
 from debate.records import Question, Speech, Transcript, stable_id
@@ -83,15 +83,16 @@ def kept_speeches(point: Point, protocol: Protocol, branch_id: str) -> list[Spee
     return [replace(s, transcript_id=branch_id) for s in point.rollout.speeches[:end] if s.index != point.index]
 
 
-def branch_request(point: Point, protocol: Protocol, question: Question, cfg: TrainConfig, branch_id: str) -> GenRequest:
+def branch_request(point: Point, protocol: Protocol, question: Question, cfg: TrainConfig, branch: Transcript) -> GenRequest:
     """The request for a branch's speech: the messages the engine sent for the branched speech (same history),
-    the entry's sampling, a seed of the branch's own (the engine's rule: seed, transcript id, speech index)."""
+    the entry's sampling, a seed of the branch's own (the engine's rule, `draw_seed`: the branch's game and the
+    speech's index)."""
     seat = point.rollout.seat(point.speech.role)
     entry = {e.name: e for e in entries(cfg)}[seat.entry]
     history = point.rollout.speeches[: visible_count(protocol, step_of_speech(protocol)[point.index])]
     msgs = debater_messages(load_prompts("default"), entry.prompt, protocol, question, question.passage or "", seat.side,
                             history)
-    seed = int(stable_id(cfg.seed, branch_id, point.index), 16) % (2**31)
+    seed = draw_seed(cfg.seed, branch, point.index)
     return GenRequest(msgs, Sampling(entry.temperature, entry.top_p, entry.max_new_tokens), seed)
 
 
@@ -107,7 +108,7 @@ def open_branches(store: Store, planned: Sequence[tuple[Point, Transcript]], que
     todo = [(p, h) for p, h in planned if h.id not in stored]
     if not todo:
         return 0
-    reqs = [branch_request(p, protocol, questions[h.question_id], cfg, h.id) for p, h in todo]
+    reqs = [branch_request(p, protocol, questions[h.question_id], cfg, h) for p, h in todo]
     outcomes: list[tuple[Optional[GenResult], Optional[str]]]
     try:
         results = policy.submit_generate(reqs).result()

@@ -33,6 +33,18 @@ class Debate:
         return self.transcript.status != "running" or next_step(self.protocol, len(self.speeches)) is None
 
 
+def draw_seed(seed: int, t: Transcript, place: int) -> int:
+    """The sampling seed of the speech at `place` (its index in the transcript) of game `t`: from the configured
+    seed and what the game is (match, question, protocol, sample, seats, tags), never the run's name, which is in
+    every transcript id. So two runs of one config and seed draw the same speeches whatever they are called, and
+    two runs that differ in one setting share their sampling noise wherever their games coincide (common random
+    numbers: an ablation's arms differ by the setting, not by the draw). Within a run those fields tell its games
+    apart, as their ids do (a tournament's id is its match, question, seating and sample; a rollout's its
+    iteration, question, sample and seats); a branch of `reward: turn` names its rollout, id and all, in its tags."""
+    seats = tuple((x.role, x.entry, x.side) for x in t.seats)
+    return int(stable_id(seed, t.match, t.question_id, t.protocol, t.sample, seats, t.tags, place), 16) % (2**31)
+
+
 def make_speech(
     debate: Debate, index: int, role: str, turn: int, entry: str, result: GenResult, rules: QuoteRules
 ) -> Speech:
@@ -125,7 +137,7 @@ class Engine:
         # step would otherwise share a seed and so their sampling noise (coupled games), and a step resumed half
         # done would draw its missing speech with another seed than the uninterrupted run
         place = visible_count(d.protocol, step_index) + [r for r, _ in steps(d.protocol)[step_index]].index(role)
-        seed = int(stable_id(self.seed, d.transcript.id, place), 16) % (2**31)
+        seed = draw_seed(self.seed, d.transcript, place)
         return entry.policy, GenRequest(msgs, Sampling(entry.temperature, entry.top_p, entry.max_new_tokens), seed)
 
     def run(self, debates: Sequence[Debate], progress: bool = True) -> list[Debate]:

@@ -141,6 +141,20 @@ def test_engine_is_deterministic() -> None:
     assert runs[0] == runs[1]
 
 
+def test_a_runs_draws_follow_its_seed_not_its_name() -> None:
+    """Transcript ids carry the run's name; the sampling seeds must not, or two runs of one config and seed would
+    draw different speeches, and an ablation's arms would differ by their draws as well as their setting."""
+    def seeds(run: str, seed: int = 0) -> list[int]:
+        pol = ScriptedPolicy()
+        debates = make_debates("simultaneous", 2, rounds=2, run=run)
+        Engine({"p": pol}, ENTRIES, load_prompts("default"), QuoteRules(), seed=seed).run(debates, progress=False)
+        return [r.seed for c in pol.backend.calls for r in c]
+
+    a = seeds("run-a")
+    assert a == seeds("another-name") and len(set(a)) == len(a)
+    assert not set(a) & set(seeds("run-a", seed=1))
+
+
 # (2) who sees what
 
 

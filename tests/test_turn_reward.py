@@ -127,10 +127,10 @@ def test_points_openings_and_requests(tmp_path, name, kept):
         opening = kept_speeches(p, protocol, h.id)
         assert [s.index for s in opening] == kept[p.index]
         assert all(s.transcript_id == h.id and s.text == t.speeches[s.index].text for s in opening)
-        req = branch_request(p, protocol, q, cfg, h.id)
+        req = branch_request(p, protocol, q, cfg, h)
         assert req.messages == engine_msgs[p.index]  # the same history, so the same prompt
         assert (req.sampling.temperature, req.sampling.max_new_tokens) == (cfg.temperature, cfg.max_new_tokens)
-    seeds = {branch_request(p, protocol, q, cfg, h.id).seed for p, h in planned}
+    seeds = {branch_request(p, protocol, q, cfg, h).seed for p, h in planned}
     assert len(seeds) == 12  # every branch samples with a seed of its own
 
 
@@ -209,12 +209,18 @@ def test_turn_reward_run_debate_two_rounds(tmp_path, tiny_model_dir, monkeypatch
     rollouts = {t.id: t for t in store.transcripts("r") if "rollout" in t.tags}
     branches = _branches(store)
     assert len(rollouts) == 3 and len(branches) == 3 * 4 * 2  # rollouts x speeches x turn_branches
-    assert row["turn_points"] == 12 and row["turn_branches_opened"] == 24 and row["turn_points_skipped"] == 0
     verdicts = {v.transcript_id: v for v in store.verdicts("r", judge=TRAIN_JUDGE)}
+    # the scripted judge counts by position, so in some draws it gives a branch one answer in both orders: an
+    # indifferent verdict, recorded as a failure, and the branch's point is left out whole
+    failed = {b.id for b in branches if verdicts[b.id].p_answer0 is None}
+    assert all("indifferent" in verdicts[i].error for i in failed)
+    skipped = {_point(b) for b in branches if b.id in failed}
+    assert row["turn_points"] == 12 and row["turn_branches_opened"] == 24
+    assert row["turn_points_skipped"] == len(skipped) <= 2
     by_point: dict[tuple[str, int], list[Transcript]] = {}
     for b in branches:
         assert b.status == "complete" and len(b.speeches) == 4 and "iteration-1" in b.tags
-        assert verdicts[b.id].p_answer0 is not None and len(verdicts[b.id].p_orders) == 2  # both orders
+        assert len(verdicts[b.id].p_orders) == 2  # both orders
         rollout, index = _point(b)
         by_point.setdefault((rollout, index), []).append(b)
         r = rollouts[rollout]
@@ -228,7 +234,7 @@ def test_turn_reward_run_debate_two_rounds(tmp_path, tiny_model_dir, monkeypatch
     assert differ >= 10  # the branched speeches are new samples (a rare tie of short texts is allowed)
 
     (samples,) = seen
-    assert row["samples"] == len(samples) == 24 and row["units"] > 0
+    assert row["samples"] == len(samples) == 24 - 2 * len(skipped) and row["units"] > 0
     by_id = {b.id: b for b in branches}
     for s in samples:
         b = by_id[s.transcript_id]
