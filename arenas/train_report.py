@@ -18,8 +18,8 @@ COLUMNS = {  # shown column -> metric (with its interval where it has one)
     "judge acc": "judge_accuracy", "held-out judge": "heldout_accuracy", "vs start": "versus_win_rate",
     "vs start (held-out)": "heldout_versus_win_rate", "honest quotes": "honest_supporting",
     "rollout quotes": "rollout_supporting", "invented": "dishonest_invented", "verified": "verified_rate",
-    "words": "mean_words", "cut": "cut_rate", "rollouts cut": "rollout_cut", "KL": "kl", "KL median": "kl_median", "reward (honest)": "eval_reward",
-    "rollout reward": "reward_honest",
+    "words": "mean_words", "cut": "cut_rate", "rollouts cut": "rollout_cut", "KL": "kl", "KL median": "kl_median",
+    "reward (honest)": "eval_reward", "rollout reward": "reward_honest",
     "reward ~ evidence": "evidence_agreement", "units": "units", "loss": "loss", "seconds": "seconds",
 }
 PANELS = [("judge_accuracy", "training judge accuracy (= honest win rate)"),

@@ -36,7 +36,7 @@ class Debate:
 def draw_seed(seed: int, t: Transcript, place: int) -> int:
     """The sampling seed of the speech at `place` (its index in the transcript) of game `t`: from the configured
     seed and what the game is (match, question, protocol, sample, seats, tags), never the run's name, which is in
-    every transcript id. So two runs of one config and seed draw the same speeches whatever they are called, and
+    every transcript id. So two runs of one config and seed sample with the same seeds whatever they are called, and
     two runs that differ in one setting share their sampling noise wherever their games coincide (common random
     numbers: an ablation's arms differ by the setting, not by the draw). Within a run those fields tell its games
     apart, as their ids do (a tournament's id is its match, question, seating and sample; a rollout's its
