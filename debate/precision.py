@@ -63,25 +63,26 @@ def lower_dtype(device: str, requested: str = "auto") -> str:
     return "bfloat16" if bf16_fast(device) else "float32"
 
 
-def autocast_dtype(device: str, requested: str = "off") -> Optional[torch.dtype]:
-    """The autocast dtype of training steps, or None for plain float32. `auto`: bfloat16 on a CUDA GPU that
-    has it, off on a CPU (measured on CPUs: bfloat16 steps did not learn the judge; emulated bf16 is slow)."""
+def _autocast(requested: str, auto_bf16: bool) -> Optional[torch.dtype]:
+    """`off` -> None (plain float32), `auto` -> bfloat16 when `auto_bf16` else None, a dtype name -> that dtype."""
     if requested == "off":
         return None
     if requested == "auto":
-        return torch.bfloat16 if device_type(device) == "cuda" and bf16_fast(device) else None
+        return torch.bfloat16 if auto_bf16 else None
     return getattr(torch, requested)
+
+
+def autocast_dtype(device: str, requested: str = "off") -> Optional[torch.dtype]:
+    """The autocast dtype of training steps, or None for plain float32. `auto`: bfloat16 on a CUDA GPU that
+    has it, off on a CPU (measured on CPUs: bfloat16 steps did not learn the judge; emulated bf16 is slow)."""
+    return _autocast(requested, device_type(device) == "cuda" and bf16_fast(device))
 
 
 def generation_autocast(device: str, requested: str = "auto") -> Optional[torch.dtype]:
     """The autocast dtype a float32 model generates under (the learner's, whose weights stay float32 for training),
     or None for plain float32. `auto`: bfloat16 wherever it runs natively (CPUs with native bfloat16, CUDA GPUs
     that have it), float32 elsewhere (emulated bfloat16 is several times slower)."""
-    if requested == "off":
-        return None
-    if requested == "auto":
-        return torch.bfloat16 if bf16_fast(device) else None
-    return getattr(torch, requested)
+    return _autocast(requested, bf16_fast(device))
 
 
 def judge_serving_dtype(model_path: str | Path | None, device: str) -> Optional[str]:

@@ -266,7 +266,10 @@ def test_an_idempotent_call_is_made_again_while_ray_reports_the_actor_unavailabl
 
 
 DRIVER = """
-import json, sys
+import json, signal, sys
+# Ctrl-C as from a terminal, however pytest was started: a background job of a non-interactive shell inherits
+# SIGINT ignored, and Python then never raises KeyboardInterrupt (the test would time the shell, not the harness)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from arenas.tournament import run_tournament
 from debate.configs import load_tournament
 from tests.test_ray_cluster import SlowBackend
