@@ -46,20 +46,23 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(folder: Path, layers: int = 2) -> Path:
-    """A random Llama (2 layers unless told) with a byte-level BPE tokenizer trained on a few lines, saved as a model folder."""
+TINY_CORPUS = ("Answer: A", "Answer: B", " A B A B", "The red lantern is in the cellar.", "Debater for A: quote")
+
+
+def build_tiny_model(folder: Path, layers: int = 2, corpus: tuple[str, ...] = TINY_CORPUS, vocab: int = 400) -> Path:
+    """A random Llama (2 layers unless told) with a byte-level BPE tokenizer trained on a few lines (`corpus`, to
+    `vocab` entries: another corpus or size gives another tokenizer), saved as a model folder."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    corpus = ["Answer: A", "Answer: B", " A B A B", "The red lantern is in the cellar.", "Debater for A: quote"] * 20
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(corpus, trainer)
+    tok.train_from_iterator(list(corpus) * 20, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<unk>")
     fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)

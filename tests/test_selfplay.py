@@ -237,6 +237,34 @@ def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_di
     assert row["units"] == 0 and "no usable" in row["skipped"] and row["verdicts_failed"] == 3 * 2
 
 
+
+def test_a_judge_with_another_tokenizer_reads_the_speeches_as_text(tmp_path, tiny_model_dir, monkeypatch):
+    """Judges and debaters exchange text, never token ids, so a reward model whose tokenizer differs from the
+    debater's (another vocabulary here) judges the rollouts, and its verdicts train the policy."""
+    from arenas.selfplay import run_training
+    from debate.actors import LocalPolicy, PolicyServer
+    from debate.backends.mock import mock_policy
+    from tests.conftest import build_tiny_model
+
+    monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
+    corpus = ("Answer: A", "Answer: B", " A B A B", "Judge: which answer holds?", "Evidence in quote tags.")
+    other = build_tiny_model(tmp_path / "other", corpus=corpus, vocab=300)
+    rm = LocalPolicy(PolicyServer(PolicyConfig("rm", model=str(other), device="cpu", dtype="float32")))
+    speech = "The red lantern is in the cellar."
+    assert len(rm.server.backend.tokenizer) != len(learner_tok := _tokenizer(tiny_model_dir))
+    assert rm.server.backend.tokenizer(speech)["input_ids"] != learner_tok(speech)["input_ids"]
+    cfg = tiny_cfg(tmp_path / "results", iterations=1)
+    learner, _ = handles(cfg, tiny_model_dir)
+    row = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=[rm, mock_policy("h")]).rows[-1]
+    assert row["verdicts_failed"] == 0 and row["judge_accuracy_n"] == 4  # every verdict usable
+    assert row["units"] > 0 and row["loss"] == row["loss"]  # its rewards made pairs, and the update ran
+
+
+def _tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
 SCRIPT = """
 import sys
 from pathlib import Path
