@@ -49,6 +49,26 @@ def test_ipo_value_and_minimum():
     assert h.grad.item() == pytest.approx(2 * (0.5 - 2.0))  # below the margin: pushed up
 
 
+
+def test_ipo_gradients_on_both_sides_and_beta_limits():
+    beta = 0.25  # target margin 2
+    for h0, sign in ((0.5, -1.0), (3.5, 1.0)):  # below the margin: chosen up, rejected down; above it: the reverse
+        chosen, rejected = T(h0).requires_grad_(), T(0.0).requires_grad_()
+        ipo(chosen, rejected, beta).backward()
+        assert chosen.grad.item() == pytest.approx(2 * (h0 - 2.0)) and math.copysign(1, chosen.grad.item()) == sign
+        assert rejected.grad.item() == pytest.approx(-chosen.grad.item())
+    # large beta: the target margin 1 / (2 beta) -> 0, so the loss is h^2 (the pair's log-ratios pulled together)
+    for h in (-1.5, 0.0, 0.7):
+        assert ipo(T(h), T(0.0), 1e9).item() == pytest.approx(h * h, abs=1e-8)
+    # beta -> 0: the target runs away; every pair is below it and its chosen side is pushed up, harder and harder
+    grads = []
+    for b in (1e-2, 1e-3, 1e-4):  # targets 50, 500, 5000: above h = 40
+        h = T(40.0).requires_grad_()
+        ipo(h, T(0.0), b).backward()
+        grads.append(h.grad.item())
+    assert all(g < 0 for g in grads) and grads[0] > grads[1] > grads[2]
+
+
 def test_kto_values_and_symmetry():
     beta, z = 0.5, T(0.4)
     r = T(1.0, 1.0, -0.2, -0.2)
@@ -77,6 +97,20 @@ def test_kto_gradients_and_reference_point():
     assert kto(T(0.0), torch.tensor([True]), T(-3.0), 1.0).item() == pytest.approx(0.5)  # z clamped at 0
     assert kto_kl(T(0.2, 0.6)).item() == pytest.approx(0.4)
     assert kto_kl(T(-0.2, -0.6)).item() == 0.0
+
+
+
+def test_kto_beta_limits():
+    r, z = T(1.0, -1.0, 1.0, -1.0), T(0.0)
+    desirable = torch.tensor([True, True, False, False])
+    # beta -> 0: every speech costs 1/2 whatever its log-ratio, and the gradient vanishes with beta
+    x = r.clone().requires_grad_()
+    loss = kto(x, desirable, z, 1e-9)
+    assert loss.tolist() == pytest.approx([0.5] * 4, abs=1e-8)
+    loss.sum().backward()
+    assert x.grad.abs().max().item() == pytest.approx(0.0, abs=1e-8)
+    # large beta: a step; a desirable speech above z and an undesirable one below it cost 0, the others 1
+    assert kto(r, desirable, z, 1e4).tolist() == pytest.approx([0.0, 1.0, 1.0, 0.0], abs=1e-8)
 
 
 def test_returns_kl_penalty_and_outcome():
@@ -133,6 +167,35 @@ def test_ppo_clipping():
     p = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
     ppo(p, p.detach(), ref, mask, T(1.0), T(0.0), beta=0.0).backward()
     assert p.grad[0].tolist() == pytest.approx([-1 / 3] * 3)
+
+
+
+def test_reinforce_and_ppo_beta_limits():
+    """beta 0: the outcome alone; a large beta: the KL leash decides, pushing down tokens the policy rates above
+    the reference even when the outcome was good; at ratio 1 PPO's gradient is REINFORCE's for any beta."""
+    logp0 = T(-0.5, -2.0, -1.0).reshape(1, 3)
+    ref = T(-1.0, -1.0, -1.0).reshape(1, 3)  # the policy rates token 0 above the reference, token 1 below
+    mask, good, b = torch.ones(1, 3), T(1.0), T(0.0)
+
+    def grad(beta, objective):
+        logp = logp0.clone().requires_grad_()
+        if objective == "reinforce":
+            reinforce(logp, ref, mask, good, b, beta).backward()
+        else:
+            ppo(logp, logp.detach(), ref, mask, good, b, beta).backward()
+        return logp.grad[0]
+
+    assert grad(0.0, "reinforce").tolist() == pytest.approx([-1 / 3] * 3)  # the outcome alone: every token up
+    assert grad(1e-9, "reinforce").tolist() == pytest.approx([-1 / 3] * 3, abs=1e-8)
+    # beta = 100: per-token rewards -100 (0.5, -1, 0) plus the outcome at the end, so returns-to-go 51, 101, 1:
+    # the token the policy rates below the reference earns the leash's reward, and it flows back to token 0
+    assert grad(100.0, "reinforce").tolist() == pytest.approx([-51 / 3, -101 / 3, -1 / 3])
+    # a policy above the reference at every token: the leash outweighs the good outcome and pushes each token down
+    above = T(-0.5, -0.5, -0.5).reshape(1, 3).requires_grad_()
+    reinforce(above, ref, mask, good, b, 100.0).backward()
+    assert (above.grad > 0).all()  # returns-to-go 1 - 50 k, k = 3, 2, 1: all negative
+    for beta in (0.0, 0.5, 100.0):  # PPO at ratio 1 takes REINFORCE's step
+        assert grad(beta, "ppo").tolist() == pytest.approx(grad(beta, "reinforce").tolist())
 
 
 def test_registry():
