@@ -49,7 +49,6 @@ def test_ipo_value_and_minimum():
     assert h.grad.item() == pytest.approx(2 * (0.5 - 2.0))  # below the margin: pushed up
 
 
-
 def test_ipo_gradients_on_both_sides_and_beta_limits():
     beta = 0.25  # target margin 2
     for h0, sign in ((0.5, -1.0), (3.5, 1.0)):  # below the margin: chosen up, rejected down; above it: the reverse
@@ -97,7 +96,6 @@ def test_kto_gradients_and_reference_point():
     assert kto(T(0.0), torch.tensor([True]), T(-3.0), 1.0).item() == pytest.approx(0.5)  # z clamped at 0
     assert kto_kl(T(0.2, 0.6)).item() == pytest.approx(0.4)
     assert kto_kl(T(-0.2, -0.6)).item() == 0.0
-
 
 
 def test_kto_beta_limits():
@@ -167,7 +165,6 @@ def test_ppo_clipping():
     p = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
     ppo(p, p.detach(), ref, mask, T(1.0), T(0.0), beta=0.0).backward()
     assert p.grad[0].tolist() == pytest.approx([-1 / 3] * 3)
-
 
 
 def test_reinforce_and_ppo_beta_limits():
