@@ -197,15 +197,20 @@ def test_save_load_round_trip(tiny_model_dir, tmp_path):
     assert version == 2 and (path / "adapter_config.json").exists()
 
 
-def test_load_refuses_another_base_model(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("change", ["shapes", "weights"])
+def test_load_refuses_another_base_model(tiny_model_dir, tmp_path, change):
+    """Another base model is refused by name, whether its shapes differ or only its weights (the same config
+    drawn with another seed: the fingerprint tells them apart); the checkpoint is left as it was."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from debate.backends.hf import TransformersBackend
 
     learner = _learner(tiny_model_dir)
     folder = learner.save(tmp_path / "ckpt", iteration=0, extra={})
+    before = {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()}
     config = AutoConfig.from_pretrained(tiny_model_dir)
-    config.hidden_size, config.intermediate_size = 48, 96
+    if change == "shapes":
+        config.hidden_size, config.intermediate_size = 48, 96
     torch.manual_seed(1)
     different = AutoModelForCausalLM.from_config(config)
     backend = TransformersBackend(tiny_model_dir, device="cpu", dtype="float32", threads=1, model=different,
@@ -215,6 +220,7 @@ def test_load_refuses_another_base_model(tiny_model_dir, tmp_path):
 
     with pytest.raises(CheckpointError, match="ckpt.*another base model"):  # a ConfigError: `debate` exits 2 with it
         other.load(folder)
+    assert {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file()} == before
 
 
 def test_full_method_round_trip(tiny_model_dir, tmp_path):
