@@ -15,6 +15,15 @@ def test_every_verb_has_help(verb, capsys):
     assert "usage: debate " + verb in capsys.readouterr().out
 
 
+
+def test_train_help_names_every_training_preset(capsys):
+    from debate.training.config import preset_names
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cpu-wide" in preset_names() and f"a built-in preset ({', '.join(preset_names())})" in out
+
 def test_unknown_preset_lists_known_ones(capsys):
     assert main(["tournament", "--preset", "nope"]) == 2
     err = capsys.readouterr().err

@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
         "iterations of self-play rollouts, verdicts, rewards and updates with a held-out evaluation each "
         "iteration; every iteration is checkpointed and `--resume RUN` continues after a kill."))
     tr.add_argument("--config", help="a training YAML file")
-    tr.add_argument("--preset", help="a built-in preset (cpu-smoke, cpu-long, gpu)")
+    presets = sorted(f.stem for f in (Path(__file__).parents[1] / "debate" / "training" / "presets").glob("*.yaml"))
+    tr.add_argument("--preset", help=f"a built-in preset ({', '.join(presets)})")
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field, e.g. iterations=1 or objective=kto")
     tr.add_argument("--resume", metavar="RUN", help="continue a stopped run from its last complete iteration")
     tr.add_argument("--from-run", metavar="RUN", help="one offline update from a stored run's verdicts (a tournament, or people judging in the browser)")
