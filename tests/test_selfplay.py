@@ -238,6 +238,42 @@ def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_di
 
 
 
+def test_verifiable_reward_in_the_loop_follows_the_ground_truth_not_the_judge(tmp_path, tiny_model_dir, monkeypatch):
+    """`reward: verifiable` rewards a game's speeches by whether the honest side's quote holds the deciding fact,
+    so it trains with a training judge whose every verdict fails. The random model never quotes, so every game
+    fails the check and every group ties (no pairs); with a double that passes every other game, IPO trains."""
+    import debate.training.quote_stats as quote_stats
+    from arenas.selfplay import run_training
+    from debate.backends.mock import mock_policy
+
+    silent = lambda: mock_policy("rm", letters=lambda m: (0.0, 0.0))  # noqa: E731
+
+    def run(name):
+        monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / f"{name}-cache"))  # each run stores its debater as debater:r
+        cfg = tiny_cfg(tmp_path / name, iterations=1, reward="verifiable", objective="ipo")
+        learner, _ = handles(cfg, tiny_model_dir)
+        return run_training(cfg, run="r", progress=False, learner=learner, judge_policies=[silent(), mock_policy("h")])
+
+    none = run("none")
+    row = none.rows[-1]
+    assert row["verdicts_failed"] == 3 * 2 and row["samples"] == 3 * 2 * 2  # every speech rewarded, no verdict used
+    assert row["units"] == 0 and "no usable" in row["skipped"]
+    real = quote_stats.supporting_by_transcript
+    from arenas.selfplay import split_questions
+
+    questions = {q.id: q for q in split_questions(tiny_cfg(tmp_path))[0]}
+    rollouts = [t for t in none.store.transcripts("r") if "rollout" in t.tags]
+    assert len(rollouts) == 3 * 2 and not any(real(rollouts, questions).values())
+
+    def every_other(games, questions):
+        return {t: i % 2 == 0 for i, t in enumerate(sorted(real(games, questions)))}
+
+    monkeypatch.setattr(quote_stats, "supporting_by_transcript", every_other)
+    row = run("half").rows[-1]
+    assert row["verdicts_failed"] == 3 * 2 and row["units"] > 0 and row["loss"] == row["loss"]
+    assert not row.get("skipped")
+
+
 def test_a_judge_with_another_tokenizer_reads_the_speeches_as_text(tmp_path, tiny_model_dir, monkeypatch):
     """Judges and debaters exchange text, never token ids, so a reward model whose tokenizer differs from the
     debater's (another vocabulary here) judges the rollouts, and its verdicts train the policy."""
