@@ -24,7 +24,7 @@ from debate.records import Question, RunInfo
 from debate.store import Store
 from debate.synthetic import generate
 from debate.training.config import TrainConfig, load_train_config
-from debate.training.iterations import iteration_rows, last_complete, record_iteration
+from debate.training.iterations import iteration_rows, last_complete, record_iteration, record_stages
 from debate.training.objectives import get_objective
 from debate.training import rewards as R
 from arenas.selfplay_cross import cross_rewards
@@ -32,6 +32,7 @@ from arenas.selfplay_eval import evaluate_iteration, hacking_signs, rollout_quot
 from arenas.selfplay_games import (CURRENT, HELDOUT_JUDGE, START, TRAIN_JUDGE, plan_eval, plan_rollouts,
                                    play_and_judge, protocol_of, samples_of)
 from arenas.selfplay_turn import turn_rewards
+from arenas.train_report import reward_model_line
 from judges.model_judge import ModelJudge
 
 
@@ -262,7 +263,8 @@ def prepare_debater(cfg: TrainConfig, progress: bool) -> Path:
 
 
 def prepare(cfg: TrainConfig, progress: bool) -> tuple[Path, dict]:
-    """The cached stages: the trained judges it needs, the warm-started debater, the reward model."""
+    """The cached stages: the trained judges it needs, the warm-started debater, the reward model. Returns the
+    debater's folder and what the run records of the stages (`stages_of`)."""
     from arenas.tournament import ensure_model
     from judges.reward_model import ensure_reward_model
 
@@ -270,7 +272,18 @@ def prepare(cfg: TrainConfig, progress: bool) -> tuple[Path, dict]:
         ensure_model(model, progress)
     debater = prepare_debater(cfg, progress)
     _, rm_stats = ensure_reward_model(cfg, debater, progress)
-    return debater, rm_stats
+    return debater, stages_of(debater, rm_stats)
+
+
+def stages_of(debater: Path, rm_stats: dict) -> dict:
+    """The warm start's size and probe (tag use, verified and supporting quotes before and after) and the reward
+    model's held-out accuracy, from their cache entries."""
+    import json
+
+    meta = debater.parent / "debater.json"
+    warm = json.loads(meta.read_text()) if meta.exists() else {}
+    return {"warm_start": {k: warm.get(k) for k in ("name", "demonstrations", "steps", "probe")},
+            "reward_model": {k: rm_stats.get(k) for k in ("name", "init", "accuracy")}}
 
 
 def start_actors(cfg: TrainConfig, debater: Path) -> tuple[Any, list[Any]]:
@@ -311,20 +324,18 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
     store = Store(cfg.results)
     if resume:
         store.run(run or "")  # a clear error before any model loads
-    stats: dict = {}
+    stages: dict = {}
     if learner is None:
-        debater, stats = prepare(cfg, progress)
+        debater, stages = prepare(cfg, progress)
         learner, judge_policies = start_actors(cfg, debater)
     run = start_run(cfg, run, resume, store)
+    if stages:
+        record_stages(store, run, stages)
     if getattr(learner, "layout", "shared") == "separate" and learner.folder is None:
         learner.folder = Path(cfg.results) / run / "adapters"  # where each new adapter is handed over
     print(describe_layout(cfg, cfg.learner), flush=True)
-    if stats:
-        acc = stats["accuracy"]["policy"]
-        b, a = acc["before"], acc["after"]
-        print(f"reward model {cfg.reward_model.name} on {a['n']} held-out debates of the warm-started debaters: accuracy "
-              f"{a['accuracy']:.3f} [{a['low']:.2f}, {a['high']:.2f}] (its initial judge: {b['accuracy']:.3f}); target >= 0.8",
-              flush=True)
+    if stages:
+        print(reward_model_line(stages["reward_model"], cfg.reward_model.name), flush=True)
     store.add_questions(run, train_q + heldout_q)
     prompts = load_prompts("default")
     assert judge_policies is not None and len(judge_policies) == 2

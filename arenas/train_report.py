@@ -10,7 +10,7 @@ import pandas as pd
 
 from debate.intervals import difference_interval
 from debate.store import Store
-from debate.training.iterations import iteration_rows
+from debate.training.iterations import iteration_rows, run_stages
 from arenas.selfplay_eval import hacking_signs
 from arenas.selfplay_paired import paired_change_line, rejudged_lines, rollout_change_line, run_records
 
@@ -77,6 +77,50 @@ def _rollout_questions(cfg: dict) -> str:
     return ", on the same training questions every iteration"
 
 
+
+def _rate(r: dict, key: str) -> str:
+    return "-" if r.get(key) is None else f"{r[key]:.2f}"
+
+
+def warm_start_line(w: dict) -> str:
+    """The warm start's size and its probe debates' quoting before and after it."""
+    probe = w.get("probe") or {}
+    b, a = probe.get("before") or {}, probe.get("after") or {}
+    text = f"warm start {w.get('name')}: {w.get('demonstrations')} demonstrations, {w.get('steps')} steps"
+    if not a:
+        return text
+    return (text + f"; its probe debates ({a.get('speeches')} speeches) before -> after: tagged {_rate(b, 'tag_rate')} -> "
+            f"{_rate(a, 'tag_rate')}, verified {_rate(b, 'verified_rate')} -> {_rate(a, 'verified_rate')}, honest "
+            f"supporting {_rate(b, 'honest_supporting_rate')} -> {_rate(a, 'honest_supporting_rate')} "
+            f"({a.get('honest_supporting')} of {a.get('honest')})")
+
+
+def reward_model_line(rm: dict, name: Optional[str] = None) -> str:
+    """The reward model's accuracy on held-out debates of the warm-started debaters, before any update."""
+    acc = rm.get("accuracy") or {}
+    policy = acc.get("policy") or {}
+    b, a = policy.get("before") or {}, policy.get("after") or {}
+    if not a:
+        return f"reward model {name or rm.get('name')}: no held-out accuracy recorded"
+    text = (f"reward model {name or rm.get('name')} on {a['n']} held-out debates of the warm-started debaters: accuracy "
+            f"{a['accuracy']:.3f} [{a['low']:.2f}, {a['high']:.2f}] (its initial judge: {b.get('accuracy', float('nan')):.3f})")
+    decided, templated = (acc.get(k, {}).get("after") for k in ("policy_decided", "templated"))
+    if decided:
+        text += f"; on the {decided['n']} their quotes decide {decided['accuracy']:.3f}"
+    if templated:
+        text += f", on {templated['n']} templated {templated['accuracy']:.3f}"
+    return text + "; target >= 0.8"
+
+
+def stage_lines(stages: dict) -> list[str]:
+    """What the run started from, as stored with it (`arenas.selfplay.stages_of`)."""
+    lines = []
+    if stages.get("warm_start", {}).get("name"):
+        lines.append(warm_start_line(stages["warm_start"]))
+    if stages.get("reward_model"):
+        lines.append(reward_model_line(stages["reward_model"]))
+    return lines
+
 def format_train_report(store: Store, run: str) -> str:
     frame = iteration_frame(store, run)
     if frame.empty:
@@ -92,6 +136,7 @@ def format_train_report(store: Store, run: str) -> str:
     lines = [f"training run {run}: {len(frame)} iterations recorded (0 = before any update); 95% intervals (Wilson "
              f"for rates, Student t for means); rollout columns: the training games, written before the update"
              f"{_rollout_questions(cfg)}",
+             *stage_lines(run_stages(store, run)),
              table.to_string()]
     skipped = frame[frame["skipped"].notna()] if "skipped" in frame else frame.iloc[0:0]
     for _, r in skipped.iterrows():

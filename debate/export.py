@@ -58,11 +58,14 @@ def tables(store: Store, run: str) -> dict[str, pd.DataFrame]:
     placements = store.placements(run)
     if placements:  # where each policy's actor ran, one row per policy per call of the run
         out["placements"] = pd.DataFrame([{"run": run, **p} for p in placements])
-    from debate.training.iterations import iteration_rows
+    from debate.training.iterations import iteration_rows, run_stages
 
     rows = iteration_rows(store, run)
     if rows:  # a training run: one row per iteration, every metric a column
         out["iterations"] = pd.DataFrame([{"run": run, **r} for r in rows])
+    stages = run_stages(store, run)
+    if stages:  # what a training run started from, one row, nested keys joined by dots
+        out["stages"] = pd.json_normalize({"run": run, **stages}, sep=".")
     return out
 
 

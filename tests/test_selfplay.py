@@ -573,6 +573,50 @@ def test_kl_fields_show_the_spread_behind_the_mean():
     assert all(math.isnan(v) for v in kl_fields(None).values())  # not measured
 
 
+def test_the_report_holds_the_stages_the_run_started_from(tmp_path):
+    """The warm start's probe and the reward model's held-out accuracy are stored with the run (read from their
+    cache entries when the run starts), so `debate report RUN` shows them after the cache is gone."""
+    import json
+    import time
+
+    from arenas.selfplay import stages_of
+    from arenas.train_report import format_train_report
+    from debate.records import RunInfo
+    from debate.store import Store
+    from debate.training.iterations import record_iteration, record_stages, run_stages
+
+    model = tmp_path / "debaters" / "ws" / "model"
+    model.mkdir(parents=True)
+    after = {"speeches": 16, "tag_rate": 0.9375, "verified_rate": 0.875, "honest_supporting_rate": 0.625,
+             "honest_supporting": 5, "honest": 8}
+    before = {**after, "tag_rate": 0.0, "verified_rate": 0.0, "honest_supporting_rate": 0.0}
+    (model.parent / "debater.json").write_text(json.dumps(
+        {"name": "ws", "demonstrations": 320, "steps": 40, "losses": [2.6, 0.16], "probe": {"before": before, "after": after}}))
+    acc = lambda a, n, lo, hi: {"accuracy": a, "n": n, "low": lo, "high": hi}  # noqa: E731
+    rm = {"name": "rm", "init": "judge:x", "seconds": 439.2, "accuracy": {
+        "policy": {"before": acc(0.8125, 32, 0.65, 0.91), "after": acc(0.84375, 32, 0.68, 0.93)},
+        "policy_decided": {"after": acc(1.0, 20, 0.84, 1.0)}, "templated": {"after": acc(1.0, 16, 0.81, 1.0)}}}
+    stages = stages_of(model, rm)
+    assert "losses" not in stages["warm_start"] and "seconds" not in stages["reward_model"]
+    store = Store(tmp_path / "results")
+    store.add_run(RunInfo(name="r", kind="train", config="name: t\n", created=time.time()))
+    record_iteration(store, "r", 0, {"judge_accuracy": 0.75})
+    assert run_stages(store, "r") == {}
+    record_stages(store, "r", stages)
+    record_stages(store, "r", stages)  # a resume records them again
+    assert run_stages(store, "r") == stages
+    text = format_train_report(store, "r")
+    assert ("warm start ws: 320 demonstrations, 40 steps; its probe debates (16 speeches) before -> after: tagged 0.00 "
+            "-> 0.94, verified 0.00 -> 0.88, honest supporting 0.00 -> 0.62 (5 of 8)") in text
+    assert ("reward model rm on 32 held-out debates of the warm-started debaters: accuracy 0.844 [0.68, 0.93] (its "
+            "initial judge: 0.812); on the 20 their quotes decide 1.000, on 16 templated 1.000; target >= 0.8") in text
+    from debate.export import tables
+
+    row = tables(store, "r")["stages"].iloc[0]
+    assert row["run"] == "r" and row["reward_model.accuracy.policy.after.accuracy"] == 0.84375
+    assert row["warm_start.probe.after.honest_supporting"] == 5
+
+
 def test_a_speech_cut_off_at_a_limit_is_a_sample_that_did_not_end():
     from arenas.selfplay_games import CURRENT, samples_of
     from debate.protocols import get_protocol

@@ -1,5 +1,7 @@
 """Per-iteration metrics of a training run, one row each, written after the iteration's checkpoint: a
-row marks the iteration complete, so `--resume` continues after the last one with a row."""
+row marks the iteration complete, so `--resume` continues after the last one with a row. Beside them, the
+stages the run started from (its warm start's probe, its reward model's held-out accuracy), so that the run's
+report holds them even when the cache that trained them is gone."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ DDL = """
 CREATE TABLE IF NOT EXISTS train_iterations (
   run TEXT NOT NULL, iteration INTEGER NOT NULL, metrics TEXT NOT NULL, created REAL NOT NULL,
   PRIMARY KEY (run, iteration));
+CREATE TABLE IF NOT EXISTS train_stages (run TEXT PRIMARY KEY, stages TEXT NOT NULL, created REAL NOT NULL);
 """
 
 
@@ -21,6 +24,22 @@ def record_iteration(store: Any, run: str, iteration: int, metrics: dict) -> Non
     with store.transaction() as conn:
         conn.execute("INSERT OR REPLACE INTO train_iterations (run, iteration, metrics, created) VALUES (?, ?, ?, ?)",
                      (run, iteration, json.dumps(_json_ready(metrics), allow_nan=False), time.time()))
+
+
+def record_stages(store: Any, run: str, stages: dict) -> None:
+    """What the run started from (see `arenas.selfplay.prepare`); a resume writes the same again."""
+    store.ensure_tables(DDL)
+    with store.transaction() as conn:
+        conn.execute("INSERT OR REPLACE INTO train_stages (run, stages, created) VALUES (?, ?, ?)",
+                     (run, json.dumps(_json_ready(stages), allow_nan=False), time.time()))
+
+
+def run_stages(store: Any, run: str) -> dict:
+    """The stages a run started from; {} for a run that recorded none (tests, runs before they were recorded)."""
+    if not store.has_table("train_stages"):
+        return {}
+    row = store.query_one("SELECT stages FROM train_stages WHERE run = ?", (run,))
+    return json.loads(row[0]) if row else {}
 
 
 def _json_ready(v: Any) -> Any:
