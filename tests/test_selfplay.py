@@ -383,6 +383,42 @@ def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, ti
     assert max(counts.values()) == 1
 
 
+RAY_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {root!r})
+from tests.test_selfplay import tiny_cfg
+from arenas.selfplay import run_training, start_actors
+cfg = tiny_cfg(Path({results!r}), iterations=1, use_ray=True, heldout_judge="judge:held")
+learner, judges = start_actors(cfg, Path({tiny!r}))
+row = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=judges).rows[-1]
+import json
+print("ROW " + json.dumps(dict(actor=learner.actor is not None, judges=[j.__class__.__name__ for j in judges],
+                               learner_version=learner.call("version"), **row)))
+"""
+
+
+@pytest.mark.slow
+def test_the_loop_runs_in_ray_actors(tmp_path, tiny_model_dir):
+    """`start_actors` as `debate train` calls it: the learner in a Ray actor that also generates (the shared
+    layout) and the two judges (`judge:NAME` from the cache) in actors of their own; one iteration updates the
+    weights the actor generates with."""
+    cache = tmp_path / "cache"
+    for name in ("rm-embedded", "held"):  # the default reward model's name and the held-out judge
+        (cache / "judges" / name).mkdir(parents=True)
+        (cache / "judges" / name / "model").symlink_to(tiny_model_dir)
+    env = {**os.environ, "DEBATE_CACHE": str(cache), "RAY_USAGE_STATS_ENABLED": "0"}
+    code = RAY_SCRIPT.format(root=str(ROOT), results=str(tmp_path / "results"), tiny=str(tiny_model_dir))
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    row = json.loads(next(x for x in out.stdout.splitlines() if x.startswith("ROW "))[4:])
+    assert row["actor"] and row["judges"] == ["RemotePolicy", "RemotePolicy"], row
+    assert row["units"] > 0 and row["verdicts_failed"] == 0 and row["learner_version"] == 1, row  # updated in the actor
+    assert row["judge_accuracy_n"] + row["judge_accuracy_failed"] == 4 == row["heldout_accuracy_n"], row
+
+
 def test_offline_update_from_a_tournaments_verdicts_and_from_peoples(tmp_path, tiny_model_dir, tiny_policy, monkeypatch):
     from dataclasses import replace
 
