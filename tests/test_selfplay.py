@@ -224,6 +224,8 @@ def test_fresh_questions_give_each_iteration_new_passages(tmp_path, tiny_model_d
 
 
 def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_dir, monkeypatch):
+    """Every verdict failed (a verdict of exactly 0.5, the judge indifferent, is a failed one too: judges.base):
+    the iteration is recorded with why its update was skipped, and the weights stay as they were."""
     from arenas.selfplay import run_training
 
     monkeypatch.setenv("DEBATE_CACHE", str(tmp_path / "cache"))
@@ -234,7 +236,7 @@ def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_di
     silent = mock_policy("rm", letters=lambda m: (0.0, 0.0))  # every verdict fails: no reward at all
     result = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=[silent, mock_policy("h")])
     row = result.rows[-1]
-    assert row["units"] == 0 and "no usable" in row["skipped"] and row["verdicts_failed"] == 3 * 2
+    assert row["units"] == 0 and "no usable" in row["skipped"] and row["verdicts_failed"] == 3 * 2 and learner.call("version") == 0
 
 
 
