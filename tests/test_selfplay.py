@@ -318,6 +318,8 @@ def counting(requests, reference=False):  # every speech this process asks the p
 learner.server.generate = counting
 run_training(cfg, run="r", resume={resume}, progress=False, learner=learner, judge_policies=judges)
 (Path({results!r}) / "generated.txt").write_text(str(generated[0]))
+judged = sum(len(call) for j in judges for call in j.backend.score_calls)  # every prompt this process judged
+(Path({results!r}) / "judged.txt").write_text(str(judged))
 """
 
 
@@ -364,6 +366,7 @@ def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, ti
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     stored_before = _speech_rows(killed / "debate.sqlite")
+    verdicts_before = len(Store(killed, read_only=True).verdicts("r"))
     assert _run(tmp_path, tiny_model_dir, killed, True).wait(timeout=600) == 0
     stored_after = _speech_rows(killed / "debate.sqlite")
     assert all(stored_after[k] == v for k, v in stored_before.items())  # no stored speech rewritten
@@ -383,6 +386,11 @@ def test_kill_9_mid_iteration_then_resume_loses_and_repeats_nothing(tmp_path, ti
     assert [t.speeches for t in ta] == [t.speeches for t in tb]  # same text: nothing replayed differently
     counts = Counter((v.transcript_id, v.judge) for v in b.verdicts("r"))
     assert max(counts.values()) == 1
+    # nor judged again: verdicts are ignored on insert too, so count the judges' prompts (two presentation
+    # orders a verdict); the resumed run judged exactly the verdicts missing at the kill
+    per_verdict = int((whole / "judged.txt").read_text()) / len(a.verdicts("r"))
+    assert per_verdict == 2
+    assert int((killed / "judged.txt").read_text()) == per_verdict * (len(b.verdicts("r")) - verdicts_before) > 0
 
 
 RAY_SCRIPT = """
