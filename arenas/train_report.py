@@ -77,7 +77,6 @@ def _rollout_questions(cfg: dict) -> str:
     return ", on the same training questions every iteration"
 
 
-
 def _rate(r: dict, key: str) -> str:
     return "-" if r.get(key) is None else f"{r[key]:.2f}"
 
@@ -104,7 +103,7 @@ def reward_model_line(rm: dict, name: Optional[str] = None) -> str:
         return f"reward model {name or rm.get('name')}: no held-out accuracy recorded"
     text = (f"reward model {name or rm.get('name')} on {a['n']} held-out debates of the warm-started debaters: accuracy "
             f"{a['accuracy']:.3f} [{a['low']:.2f}, {a['high']:.2f}] (its initial judge: {b.get('accuracy', float('nan')):.3f})")
-    decided, templated = (acc.get(k, {}).get("after") for k in ("policy_decided", "templated"))
+    decided, templated = ((acc.get(k) or {}).get("after") for k in ("policy_decided", "templated"))
     if decided:
         text += f"; on the {decided['n']} their quotes decide {decided['accuracy']:.3f}"
     if templated:
@@ -120,6 +119,7 @@ def stage_lines(stages: dict) -> list[str]:
     if stages.get("reward_model"):
         lines.append(reward_model_line(stages["reward_model"]))
     return lines
+
 
 def format_train_report(store: Store, run: str) -> str:
     frame = iteration_frame(store, run)
