@@ -288,20 +288,15 @@ def test_a_judge_with_another_tokenizer_reads_the_speeches_as_text(tmp_path, tin
     corpus = ("Answer: A", "Answer: B", " A B A B", "Judge: which answer holds?", "Evidence in quote tags.")
     other = build_tiny_model(tmp_path / "other", corpus=corpus, vocab=300)
     rm = LocalPolicy(PolicyServer(PolicyConfig("rm", model=str(other), device="cpu", dtype="float32")))
-    speech = "The red lantern is in the cellar."
-    assert len(rm.server.backend.tokenizer) != len(learner_tok := _tokenizer(tiny_model_dir))
-    assert rm.server.backend.tokenizer(speech)["input_ids"] != learner_tok(speech)["input_ids"]
+    from transformers import AutoTokenizer
+
+    theirs, ours, speech = rm.server.backend.tokenizer, AutoTokenizer.from_pretrained(tiny_model_dir), "The red lantern."
+    assert len(theirs) != len(ours) and theirs(speech)["input_ids"] != ours(speech)["input_ids"]
     cfg = tiny_cfg(tmp_path / "results", iterations=1)
     learner, _ = handles(cfg, tiny_model_dir)
     row = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=[rm, mock_policy("h")]).rows[-1]
     assert row["verdicts_failed"] == 0 and row["judge_accuracy_n"] == 4  # every verdict usable
     assert row["units"] > 0 and row["loss"] == row["loss"]  # its rewards made pairs, and the update ran
-
-
-def _tokenizer(model_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
 
 SCRIPT = """
 import sys
