@@ -88,8 +88,8 @@ def warm_start_line(w: dict) -> str:
     text = f"warm start {w.get('name')}: {w.get('demonstrations')} demonstrations, {w.get('steps')} steps"
     if not a:
         return text
-    return (text + f"; its probe debates ({a.get('speeches')} speeches) before -> after: tagged {_rate(b, 'tag_rate')} -> "
-            f"{_rate(a, 'tag_rate')}, verified {_rate(b, 'verified_rate')} -> {_rate(a, 'verified_rate')}, honest "
+    return (text + f"; its probe debates ({a.get('speeches')} speeches) before -> after: tagged "
+            f"{_rate(b, 'tag_rate')} -> {_rate(a, 'tag_rate')}, verified {_rate(b, 'verified_rate')} -> {_rate(a, 'verified_rate')}, honest "
             f"supporting {_rate(b, 'honest_supporting_rate')} -> {_rate(a, 'honest_supporting_rate')} "
             f"({a.get('honest_supporting')} of {a.get('honest')})")
 
@@ -101,8 +101,9 @@ def reward_model_line(rm: dict, name: Optional[str] = None) -> str:
     b, a = policy.get("before") or {}, policy.get("after") or {}
     if not a:
         return f"reward model {name or rm.get('name')}: no held-out accuracy recorded"
-    text = (f"reward model {name or rm.get('name')} on {a['n']} held-out debates of the warm-started debaters: accuracy "
-            f"{a['accuracy']:.3f} [{a['low']:.2f}, {a['high']:.2f}] (its initial judge: {b.get('accuracy', float('nan')):.3f})")
+    initial = b.get("accuracy", float("nan"))
+    text = (f"reward model {name or rm.get('name')} on {a['n']} held-out debates of the warm-started debaters: "
+            f"accuracy {a['accuracy']:.3f} [{a['low']:.2f}, {a['high']:.2f}] (its initial judge: {initial:.3f})")
     decided, templated = ((acc.get(k) or {}).get("after") for k in ("policy_decided", "templated"))
     if decided:
         text += f"; on the {decided['n']} their quotes decide {decided['accuracy']:.3f}"

@@ -236,7 +236,8 @@ def test_iteration_without_pairs_is_recorded_and_skipped(tmp_path, tiny_model_di
     silent = mock_policy("rm", letters=lambda m: (0.0, 0.0))  # every verdict fails: no reward at all
     result = run_training(cfg, run="r", progress=False, learner=learner, judge_policies=[silent, mock_policy("h")])
     row = result.rows[-1]
-    assert row["units"] == 0 and "no usable" in row["skipped"] and row["verdicts_failed"] == 3 * 2 and learner.call("version") == 0
+    assert row["units"] == 0 and "no usable" in row["skipped"] and row["verdicts_failed"] == 3 * 2
+    assert learner.call("version") == 0
 
 
 
@@ -290,7 +291,8 @@ def test_a_judge_with_another_tokenizer_reads_the_speeches_as_text(tmp_path, tin
     rm = LocalPolicy(PolicyServer(PolicyConfig("rm", model=str(other), device="cpu", dtype="float32")))
     from transformers import AutoTokenizer
 
-    theirs, ours, speech = rm.server.backend.tokenizer, AutoTokenizer.from_pretrained(tiny_model_dir), "The red lantern."
+    theirs, ours = rm.server.backend.tokenizer, AutoTokenizer.from_pretrained(tiny_model_dir)
+    speech = "The red lantern."
     assert len(theirs) != len(ours) and theirs(speech)["input_ids"] != ours(speech)["input_ids"]
     cfg = tiny_cfg(tmp_path / "results", iterations=1)
     learner, _ = handles(cfg, tiny_model_dir)
@@ -632,7 +634,8 @@ def test_the_report_holds_the_stages_the_run_started_from(tmp_path):
              "honest_supporting": 5, "honest": 8}
     before = {**after, "tag_rate": 0.0, "verified_rate": 0.0, "honest_supporting_rate": 0.0}
     (model.parent / "debater.json").write_text(json.dumps(
-        {"name": "ws", "demonstrations": 320, "steps": 40, "losses": [2.6, 0.16], "probe": {"before": before, "after": after}}))
+        {"name": "ws", "demonstrations": 320, "steps": 40, "losses": [2.6, 0.16],
+         "probe": {"before": before, "after": after}}))
     acc = lambda a, n, lo, hi: {"accuracy": a, "n": n, "low": lo, "high": hi}  # noqa: E731
     rm = {"name": "rm", "init": "judge:x", "seconds": 439.2, "accuracy": {
         "policy": {"before": acc(0.8125, 32, 0.65, 0.91), "after": acc(0.84375, 32, 0.68, 0.93)},
