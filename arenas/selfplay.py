@@ -32,7 +32,6 @@ from arenas.selfplay_eval import evaluate_iteration, hacking_signs, rollout_quot
 from arenas.selfplay_games import (CURRENT, HELDOUT_JUDGE, START, TRAIN_JUDGE, plan_eval, plan_rollouts,
                                    play_and_judge, protocol_of, samples_of)
 from arenas.selfplay_turn import turn_rewards
-from arenas.train_report import reward_model_line
 from judges.model_judge import ModelJudge
 
 
@@ -335,6 +334,8 @@ def run_training(cfg: TrainConfig, run: Optional[str] = None, resume: bool = Fal
         learner.folder = Path(cfg.results) / run / "adapters"  # where each new adapter is handed over
     print(describe_layout(cfg, cfg.learner), flush=True)
     if stages:
+        from arenas.train_report import reward_model_line  # the report's pandas, only when there is a line to print
+
         print(reward_model_line(stages["reward_model"], cfg.reward_model.name), flush=True)
     store.add_questions(run, train_q + heldout_q)
     prompts = load_prompts("default")

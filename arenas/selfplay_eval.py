@@ -26,10 +26,13 @@ def _mean_fields(prefix: str, values: Sequence[float]) -> dict:
     return {prefix: mean, f"{prefix}_low": low, f"{prefix}_high": high, f"{prefix}_n": len(values)}
 
 
-def _cut_fields(prefix: str, games: Sequence[Transcript], questions: Mapping[str, Question]) -> dict:
-    """The share of the games' speeches the token or word limit cut off: a policy that learns to run on past the
-    limit shows here first."""
-    speeches = [x for t in games if t.question_id in questions for x in t.speeches]
+def _speeches(games: Sequence[Transcript], questions: Mapping[str, Question]) -> list:
+    return [x for t in games if t.question_id in questions for x in t.speeches]
+
+
+def _cut_fields(prefix: str, speeches: Sequence) -> dict:
+    """The share of the speeches the token or word limit cut off: a policy that learns to run on past the limit
+    shows here first."""
     return _rate_fields(prefix, sum(x.truncated for x in speeches), len(speeches))
 
 
@@ -78,8 +81,9 @@ def quoting(games: Sequence[Transcript], questions: Mapping[str, Question]) -> d
     out.update(_rate_fields("verified_rate", s["verified"], s["speeches"]))
     out.update(_rate_fields("tagged_rate", s["tagged"], s["speeches"]))
     out["quotes_per_speech"] = s["quotes_per_speech"]
-    out.update(_mean_fields("mean_words", [x.n_words for t in games if t.question_id in questions for x in t.speeches]))
-    out.update(_cut_fields("cut_rate", games, questions))
+    speeches = _speeches(games, questions)
+    out.update(_mean_fields("mean_words", [x.n_words for x in speeches]))
+    out.update(_cut_fields("cut_rate", speeches))
     return out
 
 
@@ -98,7 +102,7 @@ def rollout_quoting(games: Sequence[Transcript], questions: Mapping[str, Questio
     s = quote_stats(games, questions)
     out = _rate_fields("rollout_supporting", s["honest_supporting"], s["honest"])
     out.update(_rate_fields("rollout_invented", s["dishonest_invented"], s["dishonest"]))
-    out.update(_cut_fields("rollout_cut", games, questions))
+    out.update(_cut_fields("rollout_cut", _speeches(games, questions)))
     return out
 
 
